@@ -1,0 +1,269 @@
+//! One partition at run time: its state machine behind a lock, its log store, and the group
+//! commit that makes `fsync=always` cheap under concurrency.
+//!
+//! A write runs a pure decision (`KvState::decide_*`) under the lock; if it produces a command,
+//! the command gets the next offset, is applied to the state and queued as a log entry. Nothing
+//! is acknowledged yet: the caller then `flush`es the queue to the store (one write to the
+//! operating system for everything queued, by any connection) and, under `fsync=always`, waits in
+//! `wait_durable` until an fsync covers its offset. Concurrent waiters share each fsync.
+//!
+//! A failed write to the log leaves the state ahead of the log, so the partition stops taking
+//! writes (fail-stop, as PostgreSQL does after a failed fsync) until the node restarts and
+//! recovers from disk.
+
+use crate::Error;
+use crate::proto::{Command, LogEntry};
+use crate::storage::{FsyncPolicy, KvState, LogStore, Position, entry};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The durable offset, or why the partition stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Highest offset known to be on disk (or, without fsync, in the operating system).
+    pub offset: u64,
+    /// Set once a log write or fsync failed; the partition refuses writes from then on.
+    pub failed: Option<String>,
+}
+
+struct Live {
+    state: KvState,
+    epoch: u64,
+    pending: Vec<LogEntry>,
+    /// Bytes of log entries written since the last snapshot.
+    since_snapshot: u64,
+}
+
+#[derive(Default)]
+struct SyncState {
+    requested: u64,
+    running: bool,
+}
+
+/// A partition: state, log, and durability.
+pub struct Partition {
+    id: u32,
+    live: Mutex<Live>,
+    /// Serializes appends to the store, so entries reach it in offset order.
+    flush_lock: Mutex<()>,
+    store: Arc<dyn LogStore>,
+    fsync: FsyncPolicy,
+    durable_tx: watch::Sender<Durability>,
+    sync: Mutex<SyncState>,
+}
+
+impl Partition {
+    /// A partition over a recovered state and its store, writing at `epoch`.
+    pub fn new(state: KvState, epoch: u64, store: Arc<dyn LogStore>, fsync: FsyncPolicy) -> Self {
+        let durable = Durability {
+            offset: state.last().offset,
+            failed: None,
+        };
+        Self {
+            id: state.partition(),
+            live: Mutex::new(Live {
+                state,
+                epoch,
+                pending: Vec::new(),
+                since_snapshot: 0,
+            }),
+            flush_lock: Mutex::new(()),
+            store,
+            fsync,
+            durable_tx: watch::channel(durable).0,
+            sync: Mutex::new(SyncState::default()),
+        }
+    }
+
+    /// The partition id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Reads the state.
+    pub fn read<R>(&self, f: impl FnOnce(&KvState) -> R) -> R {
+        f(&self.live.lock().state)
+    }
+
+    /// Runs `decide` against the state; if it returns a command, the command is applied at the
+    /// next offset and queued for the log. Returns the decision's result and the offset written.
+    /// The write is not acknowledged until `flush` (and, under fsync=always, `wait_durable`).
+    pub fn write<R>(
+        &self,
+        now_ms: i64,
+        decide: impl FnOnce(&KvState) -> (R, Option<Command>),
+    ) -> Result<(R, Option<u64>), Error> {
+        if let Some(why) = &self.durable_tx.borrow().failed {
+            return Err(self.stopped(why));
+        }
+        let mut live = self.live.lock();
+        let (result, command) = decide(&live.state);
+        let Some(command) = command else {
+            return Ok((result, None));
+        };
+        let epoch = live.epoch;
+        let at = Position::new(epoch, live.state.last().offset + 1);
+        let e = entry(at, now_ms, &command);
+        live.since_snapshot += (e.command.len() + 32) as u64;
+        live.state.apply_next(epoch, command);
+        live.pending.push(e);
+        Ok((result, Some(at.offset)))
+    }
+
+    fn stopped(&self, why: &str) -> Error {
+        Error::Unrecoverable {
+            partition: self.id,
+            dir: Default::default(),
+            reason: format!(
+                "the partition stopped after a failed log write ({why}); restart the node"
+            ),
+        }
+    }
+
+    /// Hands every queued entry to the store (the operating system). Returns the last offset
+    /// the store holds.
+    pub fn flush(&self) -> Result<u64, Error> {
+        let _order = self.flush_lock.lock();
+        let pending = std::mem::take(&mut self.live.lock().pending);
+        if pending.is_empty() {
+            return Ok(self.store.last().offset);
+        }
+        match self.store.append(&pending) {
+            Ok(()) => {
+                let last = pending.last().map_or(0, |e| e.offset);
+                if self.fsync != FsyncPolicy::Always {
+                    self.durable_tx.send_if_modified(|d| {
+                        let moved = d.offset < last;
+                        d.offset = d.offset.max(last);
+                        moved
+                    });
+                }
+                Ok(last)
+            }
+            Err(e) => {
+                let why = e.to_string();
+                tracing::error!(
+                    partition = self.id,
+                    "log write failed, stopping writes: {why}"
+                );
+                self.durable_tx.send_modify(|d| d.failed = Some(why));
+                Err(e)
+            }
+        }
+    }
+
+    /// Under fsync=always, waits until `offset` is on disk, sharing fsyncs with other waiters;
+    /// otherwise returns at once.
+    pub async fn wait_durable(self: &Arc<Self>, offset: u64) -> Result<(), Error> {
+        if self.fsync != FsyncPolicy::Always {
+            return Ok(());
+        }
+        let mut rx = self.durable_tx.subscribe();
+        if rx.borrow().offset >= offset {
+            return Ok(());
+        }
+        let start = {
+            let mut s = self.sync.lock();
+            s.requested = s.requested.max(offset);
+            !std::mem::replace(&mut s.running, true)
+        };
+        if start {
+            let me = Arc::clone(self);
+            tokio::task::spawn_blocking(move || me.sync_loop());
+        }
+        let result = rx
+            .wait_for(|d| d.offset >= offset || d.failed.is_some())
+            .await
+            .map(|d| d.failed.clone());
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(self.stopped(&why)),
+            Err(_) => Err(self.stopped("the partition was closed")),
+        }
+    }
+
+    /// One fsync after another until every requested offset is covered: each covers everything
+    /// appended before it started.
+    fn sync_loop(&self) {
+        loop {
+            let started = std::time::Instant::now();
+            match self.store.sync() {
+                Ok(upto) => {
+                    crate::metrics::observe_fsync(started.elapsed());
+                    self.durable_tx.send_if_modified(|d| {
+                        let moved = d.offset < upto;
+                        d.offset = d.offset.max(upto);
+                        moved
+                    });
+                    let mut s = self.sync.lock();
+                    if s.requested <= upto {
+                        s.running = false;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::error!(partition = self.id, "fsync failed, stopping writes: {why}");
+                    self.durable_tx.send_modify(|d| d.failed = Some(why));
+                    self.sync.lock().running = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Syncs the store now (fsync=everysec's tick, and shutdown).
+    pub fn sync_now(&self) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let upto = self.store.sync()?;
+        crate::metrics::observe_fsync(started.elapsed());
+        self.durable_tx.send_if_modified(|d| {
+            let moved = d.offset < upto;
+            d.offset = d.offset.max(upto);
+            moved
+        });
+        Ok(())
+    }
+
+    /// Takes a snapshot if more than `threshold` bytes of log were written since the last one.
+    /// The state is copied under the lock (values are shared, not copied); the file is written
+    /// without it.
+    pub fn maybe_snapshot(&self, threshold: u64) -> Result<bool, Error> {
+        let snapshot = {
+            let mut live = self.live.lock();
+            if live.since_snapshot < threshold {
+                return Ok(false);
+            }
+            live.since_snapshot = 0;
+            live.state.snapshot()
+        };
+        self.store.save_snapshot(&snapshot)?;
+        crate::metrics::snapshot_taken(self.id);
+        Ok(true)
+    }
+
+    /// The store's view: log bytes, first offset and newest snapshot offset.
+    pub fn log_info(&self) -> (u64, u64, u64) {
+        (
+            self.store.log_bytes(),
+            self.store.first_offset(),
+            self.store.snapshot_offset(),
+        )
+    }
+
+    /// The epoch writes are made at.
+    pub fn epoch(&self) -> u64 {
+        self.live.lock().epoch
+    }
+
+    /// The position of the last applied entry.
+    pub fn last(&self) -> Position {
+        self.live.lock().state.last()
+    }
+
+    /// The durable offset.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable_tx.borrow().offset
+    }
+}

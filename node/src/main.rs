@@ -1,0 +1,250 @@
+//! `partita-node`: the Partita server. Thin on purpose: it parses flags, opens the engine, binds
+//! the listeners and waits for a signal; everything else is the `partita_node` library.
+//!
+//! `partita-node --standalone` runs one node that is primary of every partition and needs no
+//! operator: the embedded default for trying Partita out.
+
+use clap::Parser;
+use partita_node::engine::{Engine, EngineConfig};
+use partita_node::proto::NodeAddress;
+use partita_node::server::{self, Limits};
+use partita_node::storage::FsyncPolicy;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A Partita node: replicated, partitioned key-value storage speaking gRPC and RESP.
+#[derive(Debug, Parser)]
+#[command(name = "partita-node", version, about)]
+struct Args {
+    /// Be primary of every partition, with no operator. Required until replication lands.
+    #[arg(long)]
+    standalone: bool,
+    /// This node's identity (the pod name under the operator).
+    #[arg(long, env = "PARTITA_NODE_ID", default_value = "node-0")]
+    node_id: String,
+    /// Directory for logs and snapshots.
+    #[arg(long, env = "PARTITA_DATA_DIR", default_value = "partita-data")]
+    data_dir: PathBuf,
+    /// Keep everything in memory: persistence off, like Redis without AOF or RDB.
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
+    /// Address of the gRPC listener (KV, Replication, Admin).
+    #[arg(long, env = "PARTITA_GRPC_LISTEN", default_value = "127.0.0.1:7379")]
+    grpc_listen: SocketAddr,
+    /// Address of the RESP (Redis protocol) listener.
+    #[arg(long, env = "PARTITA_RESP_LISTEN", default_value = "127.0.0.1:6379")]
+    resp_listen: SocketAddr,
+    /// Address of the HTTP listener (/healthz, /readyz, /metrics).
+    #[arg(long, env = "PARTITA_HTTP_LISTEN", default_value = "127.0.0.1:8379")]
+    http_listen: SocketAddr,
+    /// Number of partitions; fixed for a data directory.
+    #[arg(long, env = "PARTITA_PARTITIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=16384))]
+    partitions: u32,
+    /// When the log is synced to disk: always, everysec or never.
+    #[arg(long, env = "PARTITA_FSYNC", default_value = "everysec")]
+    fsync: FsyncPolicy,
+    /// Bytes of log kept per partition for replicas' partial resync.
+    #[arg(long, default_value_t = 64 << 20)]
+    backlog_bytes: u64,
+    /// Bytes per log segment file.
+    #[arg(long, default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    segment_bytes: u64,
+    /// A partition takes a snapshot after this many bytes of log.
+    #[arg(long, default_value_t = 256 << 20)]
+    snapshot_log_bytes: u64,
+    /// Longest key accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_key_bytes: usize,
+    /// Longest value accepted, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_value_bytes: usize,
+    /// Largest request accepted, in bytes.
+    #[arg(long, default_value_t = 128 << 20)]
+    max_request_bytes: usize,
+    /// Most RESP client connections at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Most keys one KEYS, MGET or scan page may return.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_keys_per_call: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    shutdown_timeout: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "PARTITA_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PARTITA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    if !args.standalone {
+        tracing::error!(
+            "only --standalone is available: roles assigned by the operator need replication, \
+             which this build does not have yet"
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "the machine-readable ready line goes to stdout"
+)]
+async fn run(args: Args) -> Result<(), String> {
+    let cfg = EngineConfig {
+        data_dir: (!args.in_memory).then(|| args.data_dir.clone()),
+        partitions: args.partitions,
+        fsync: args.fsync,
+        backlog_bytes: args.backlog_bytes,
+        segment_bytes: args.segment_bytes,
+        snapshot_log_bytes: args.snapshot_log_bytes,
+    };
+    let limits = Limits {
+        max_key_bytes: args.max_key_bytes,
+        max_value_bytes: args.max_value_bytes,
+        max_request_bytes: args.max_request_bytes,
+        max_connections: args.max_connections,
+        max_keys_per_call: args.max_keys_per_call,
+    };
+    let resp = bind("RESP", args.resp_listen).await?;
+    let grpc = bind("gRPC", args.grpc_listen).await?;
+    let http = bind("HTTP", args.http_listen).await?;
+    let addr = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
+    let (resp_addr, grpc_addr, http_addr) = (addr(&resp)?, addr(&grpc)?, addr(&http)?);
+
+    let engine = tokio::task::spawn_blocking(move || Engine::open(cfg))
+        .await
+        .map_err(|e| format!("recovery failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let engine = Arc::new(engine);
+    tracing::info!(
+        partitions = args.partitions,
+        keys = engine.keys(),
+        recovery_ms = engine.recovery.as_millis() as u64,
+        warnings = engine.recovery_warnings.len(),
+        "storage recovered"
+    );
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let node = NodeAddress {
+        node_id: args.node_id.clone(),
+        grpc_addr: grpc_addr.to_string(),
+        resp_addr: resp_addr.to_string(),
+    };
+    let service = server::grpc::Service::new(Arc::clone(&engine), limits, node);
+    let grpc_task = {
+        let mut shutdown = shutdown.clone();
+        let incoming = tokio_stream_listener(grpc);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service.kv())
+                .add_service(service.admin())
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = shutdown.wait_for(|&down| down).await;
+                }),
+        )
+    };
+    let resp_task = tokio::spawn(server::resp::serve(
+        resp,
+        Arc::clone(&engine),
+        limits,
+        shutdown.clone(),
+    ));
+    let http_task = tokio::spawn(server::http::serve(
+        http,
+        Arc::clone(&engine),
+        shutdown.clone(),
+    ));
+    let background = tokio::spawn(Arc::clone(&engine).run_background(shutdown.clone()));
+    engine.set_ready(true);
+    tracing::info!(%resp_addr, %grpc_addr, %http_addr, "partita-node ready");
+    // A line for scripts and tests, which may have asked for port 0.
+    println!("partita-node ready resp={resp_addr} grpc={grpc_addr} http={http_addr}");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    engine.set_ready(false);
+    let _ = shutdown_tx.send(true);
+    let drain = async {
+        let _ = resp_task.await;
+        let _ = grpc_task.await;
+        let _ = http_task.await;
+        let _ = background.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(args.shutdown_timeout), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish in time; syncing the log anyway");
+    }
+    let engine_for_sync = Arc::clone(&engine);
+    tokio::task::spawn_blocking(move || engine_for_sync.flush_and_sync())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("syncing the log at shutdown: {e}"))?;
+    tracing::info!("log synced; bye");
+    Ok(())
+}
+
+fn tokio_stream_listener(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,496 @@
+//! The gRPC front end: the KV service, and the read side of the Admin service (status and
+//! digest). Role changes (assign, promote, follow, fence, drop) and topology pushes answer
+//! UNIMPLEMENTED until replication exists; a standalone node is primary of every partition.
+//!
+//! Every failed call carries an [`ErrorInfo`] in its status details, so clients act on a code
+//! and addresses rather than on message text.
+
+use crate::engine::{Engine, Partition, now_ms};
+use crate::proto::admin_server::{Admin, AdminServer};
+use crate::proto::kv_server::{Kv, KvServer};
+use crate::proto::{self, *};
+use crate::server::Limits;
+use crate::storage::{SetCondition, SetExpiry, Ttl};
+use bytes::Bytes;
+use prost::Message;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Both services over one engine.
+#[derive(Clone)]
+pub struct Service {
+    engine: Arc<Engine>,
+    limits: Limits,
+    node: NodeAddress,
+}
+
+impl Service {
+    /// Services for `engine`, known to clients as `node`.
+    pub fn new(engine: Arc<Engine>, limits: Limits, node: NodeAddress) -> Self {
+        Self {
+            engine,
+            limits,
+            node,
+        }
+    }
+
+    /// The KV service, with the request size limit applied.
+    pub fn kv(&self) -> KvServer<Self> {
+        KvServer::new(self.clone())
+            .max_decoding_message_size(self.limits.max_request_bytes)
+            .max_encoding_message_size(self.limits.max_request_bytes)
+    }
+
+    /// The Admin service.
+    pub fn admin(&self) -> AdminServer<Self> {
+        AdminServer::new(self.clone()).max_decoding_message_size(self.limits.max_request_bytes)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), Status> {
+        if key.is_empty() {
+            return Err(Status::invalid_argument("the key is empty"));
+        }
+        if key.len() > self.limits.max_key_bytes {
+            return Err(limit(
+                format!("key of {} bytes", key.len()),
+                "max-key-bytes",
+                self.limits.max_key_bytes,
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Status> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(limit(
+                format!("value of {} bytes", value.len()),
+                "max-value-bytes",
+                self.limits.max_value_bytes,
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_info(&self, p: &Partition) -> ReadInfo {
+        let last = p.last();
+        ReadInfo {
+            node_id: self.node.node_id.clone(),
+            partition: p.id(),
+            role: Role::Primary as i32,
+            position: Some(proto::Position {
+                epoch: last.epoch,
+                offset: last.offset,
+            }),
+            lag_entries: 0,
+            lag_ms: 0,
+        }
+    }
+
+    /// Makes a write durable as the fsync policy asks and describes it.
+    async fn commit(
+        &self,
+        p: &Arc<Partition>,
+        offset: Option<u64>,
+    ) -> Result<Option<WriteAck>, Status> {
+        let Some(offset) = offset else {
+            return Ok(None);
+        };
+        p.flush().map_err(internal)?;
+        p.wait_durable(offset).await.map_err(internal)?;
+        Ok(Some(WriteAck {
+            partition: p.id(),
+            epoch: p.epoch(),
+            offset,
+            // A standalone node holds the only copy: every write concern is met by it.
+            acked_copies: 1,
+            required_copies: 1,
+        }))
+    }
+
+    fn partition_status(&self, p: &Partition) -> PartitionStatus {
+        let last = p.last();
+        let (log_bytes, first, snapshot) = p.log_info();
+        let _ = log_bytes;
+        let (keys, bytes, history) = p.read(|s| (s.len(), s.bytes(), s.epoch_history().to_vec()));
+        PartitionStatus {
+            partition: p.id(),
+            role: Role::Primary as i32,
+            epoch: p.epoch(),
+            last: Some(proto::Position {
+                epoch: last.epoch,
+                offset: last.offset,
+            }),
+            commit_offset: last.offset,
+            log_start_offset: first,
+            snapshot_offset: snapshot,
+            keys: keys as u64,
+            bytes,
+            epoch_history: history
+                .into_iter()
+                .map(|(epoch, start_offset)| EpochStart {
+                    epoch,
+                    start_offset,
+                })
+                .collect(),
+            primary: None,
+            link: None,
+            replicas: Vec::new(),
+            copies: 1,
+            min_in_sync_replicas: 0,
+        }
+    }
+
+    fn selected(&self, sel: Option<&PartitionSelector>) -> Result<Vec<Arc<Partition>>, Status> {
+        let all = self.engine.partitions();
+        match sel {
+            None => Ok(all.to_vec()),
+            Some(s) if s.all && s.ids.is_empty() => Ok(all.to_vec()),
+            Some(s) if s.all => Err(Status::invalid_argument(
+                "a partition selector has either all or ids, not both",
+            )),
+            Some(s) if s.ids.is_empty() => Ok(all.to_vec()),
+            Some(s) => s
+                .ids
+                .iter()
+                .map(|&id| {
+                    all.get(id as usize).cloned().ok_or_else(|| {
+                        error(
+                            tonic::Code::NotFound,
+                            format!("partition {id} does not exist (the node has {})", all.len()),
+                            ErrorInfo {
+                                code: ErrorCode::UnknownPartition as i32,
+                                partition: id,
+                                ..Default::default()
+                            },
+                        )
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A status with an ErrorInfo in its details.
+pub fn error(code: tonic::Code, message: String, info: ErrorInfo) -> Status {
+    Status::with_details(code, message, Bytes::from(info.encode_to_vec()))
+}
+
+fn limit(what: String, setting: &str, value: usize) -> Status {
+    error(
+        tonic::Code::InvalidArgument,
+        format!("{what} exceeds {setting} ({value})"),
+        ErrorInfo {
+            code: ErrorCode::LimitExceeded as i32,
+            limit: format!("{setting}={value}"),
+            ..Default::default()
+        },
+    )
+}
+
+fn internal(e: crate::Error) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} needs replication, which this node does not have yet; a standalone node is \
+         primary of every partition"
+    ))
+}
+
+#[tonic::async_trait]
+impl Kv for Service {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = req.into_inner();
+        self.check_key(&req.key)?;
+        let p = self.engine.partition_of(&req.key);
+        let now = now_ms();
+        let (item, ttl) = p.read(|s| (s.get(&req.key, now).cloned(), s.ttl(&req.key, now)));
+        Ok(Response::new(GetResponse {
+            found: item.is_some(),
+            value: item.map(|i| i.value.to_vec()).unwrap_or_default(),
+            ttl_ms: match ttl {
+                Ttl::Millis(ms) => ms,
+                _ => -1,
+            },
+            info: Some(self.read_info(p)),
+        }))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        self.check_key(&req.key)?;
+        self.check_value(&req.value)?;
+        if req.keep_ttl && req.ttl_ms > 0 {
+            return Err(Status::invalid_argument(
+                "keep_ttl and ttl_ms exclude each other",
+            ));
+        }
+        let condition = match PutCondition::try_from(req.condition) {
+            Ok(PutCondition::Always) => SetCondition::Always,
+            Ok(PutCondition::IfAbsent) => SetCondition::IfAbsent,
+            Ok(PutCondition::IfPresent) => SetCondition::IfPresent,
+            Err(_) => return Err(Status::invalid_argument("unknown put condition")),
+        };
+        let now = now_ms();
+        let expiry = if req.keep_ttl {
+            SetExpiry::Keep
+        } else if req.ttl_ms > 0 {
+            let at = i64::try_from(req.ttl_ms)
+                .ok()
+                .and_then(|t| t.checked_add(now))
+                .ok_or_else(|| Status::invalid_argument("ttl_ms is too large"))?;
+            SetExpiry::At(at)
+        } else {
+            SetExpiry::Clear
+        };
+        let p = Arc::clone(self.engine.partition_of(&req.key));
+        let key = Bytes::from(req.key);
+        let value = Bytes::from(req.value);
+        let (applied, offset) = p
+            .write(now, |s| {
+                let o = s.decide_set(key, value, condition, expiry, now);
+                (o.applied, o.command)
+            })
+            .map_err(internal)?;
+        let ack = self.commit(&p, offset).await?;
+        Ok(Response::new(PutResponse { applied, ack }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let req = req.into_inner();
+        self.check_key(&req.key)?;
+        let p = Arc::clone(self.engine.partition_of(&req.key));
+        let now = now_ms();
+        let (existed, offset) = p
+            .write(now, |s| s.decide_delete(&req.key, now))
+            .map_err(internal)?;
+        let ack = self.commit(&p, offset).await?;
+        Ok(Response::new(DeleteResponse { existed, ack }))
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let req = req.into_inner();
+        let p = self.selected(Some(&PartitionSelector {
+            all: false,
+            ids: vec![req.partition],
+        }))?;
+        let p = p
+            .first()
+            .ok_or_else(|| Status::not_found("no such partition"))?;
+        let limit = match req.limit {
+            0 => 100,
+            n if n as usize > self.limits.max_keys_per_call => {
+                return Err(limit(
+                    format!("a scan page of {n} keys"),
+                    "max-keys-per-call",
+                    self.limits.max_keys_per_call,
+                ));
+            }
+            n => n as usize,
+        };
+        let now = now_ms();
+        let (mut entries, next) = p.read(|s| {
+            s.scan(&req.start_key, &req.end_key, limit, now, |k| {
+                req.r#match.is_empty() || crate::glob::key_matches(&req.r#match, k)
+            })
+        });
+        if req.keys_only {
+            for e in &mut entries {
+                e.value.clear();
+            }
+        }
+        Ok(Response::new(ScanResponse {
+            entries,
+            next_start_key: next.map(|k| k.to_vec()).unwrap_or_default(),
+            info: Some(self.read_info(p)),
+        }))
+    }
+
+    async fn batch(&self, req: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
+        let req = req.into_inner();
+        if req.ops.len() > self.limits.max_keys_per_call {
+            return Err(limit(
+                format!("a batch of {} operations", req.ops.len()),
+                "max-keys-per-call",
+                self.limits.max_keys_per_call,
+            ));
+        }
+        let key_of = |op: &BatchOp| -> Option<Vec<u8>> {
+            match &op.op {
+                Some(batch_op::Op::Get(g)) => Some(g.key.clone()),
+                Some(batch_op::Op::Put(p)) => Some(p.key.clone()),
+                Some(batch_op::Op::Delete(d)) => Some(d.key.clone()),
+                None => None,
+            }
+        };
+        let mut partition = None;
+        for op in &req.ops {
+            let key = key_of(op).ok_or_else(|| Status::invalid_argument("an empty batch op"))?;
+            self.check_key(&key)?;
+            let id = self.engine.slots().partition_of_key(&key);
+            if partition.is_some_and(|p| p != id) {
+                return Err(error(
+                    tonic::Code::InvalidArgument,
+                    "the keys of one batch must map to one partition; use hash tags".into(),
+                    ErrorInfo {
+                        code: ErrorCode::CrossPartition as i32,
+                        ..Default::default()
+                    },
+                ));
+            }
+            partition = Some(id);
+            if let Some(batch_op::Op::Put(p)) = &op.op {
+                self.check_value(&p.value)?;
+            }
+        }
+        let Some(id) = partition else {
+            return Ok(Response::new(BatchResponse::default()));
+        };
+        let p = self.selected(Some(&PartitionSelector {
+            all: false,
+            ids: vec![id],
+        }))?;
+        let p = p
+            .first()
+            .cloned()
+            .ok_or_else(|| Status::not_found("no partition"))?;
+        let now = now_ms();
+        let ops = req.ops;
+        let (results, offset) = p
+            .write(now, |s| s.decide_batch(&ops, now))
+            .map_err(internal)?;
+        let ack = self.commit(&p, offset).await?;
+        Ok(Response::new(BatchResponse { results, ack }))
+    }
+
+    async fn get_topology(
+        &self,
+        _req: Request<GetTopologyRequest>,
+    ) -> Result<Response<Topology>, Status> {
+        // A standalone node's map: it leads every partition.
+        let slots = self.engine.slots();
+        let routes = (0..slots.partitions())
+            .filter_map(|p| {
+                let (start, end) = slots.slot_range(p)?;
+                Some(PartitionRoute {
+                    partition: p,
+                    slot_start: u32::from(start),
+                    slot_end: u32::from(end),
+                    primary: self.node.node_id.clone(),
+                    replicas: Vec::new(),
+                    epoch: self
+                        .engine
+                        .partitions()
+                        .get(p as usize)
+                        .map_or(0, |x| x.epoch()),
+                })
+            })
+            .collect();
+        Ok(Response::new(Topology {
+            version: 0,
+            partitions: slots.partitions(),
+            nodes: vec![self.node.clone()],
+            routes,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Service {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
+        let req = req.into_inner();
+        let partitions = self.selected(req.partitions.as_ref())?;
+        Ok(Response::new(NodeStatus {
+            node: Some(self.node.clone()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ready: self.engine.is_ready(),
+            uptime_ms: self.engine.uptime().as_millis() as u64,
+            standalone: true,
+            partitions_total: self.engine.slots().partitions(),
+            topology_version: 0,
+            fsync: self.engine.config().fsync.to_string(),
+            partitions: partitions
+                .iter()
+                .map(|p| self.partition_status(p))
+                .collect(),
+        }))
+    }
+
+    async fn assign_role(
+        &self,
+        _req: Request<AssignRoleRequest>,
+    ) -> Result<Response<RoleChangeResponse>, Status> {
+        Err(not_yet("assigning roles"))
+    }
+
+    async fn promote(
+        &self,
+        _req: Request<PromoteRequest>,
+    ) -> Result<Response<RoleChangeResponse>, Status> {
+        Err(not_yet("promoting"))
+    }
+
+    async fn follow(
+        &self,
+        _req: Request<FollowRequest>,
+    ) -> Result<Response<RoleChangeResponse>, Status> {
+        Err(not_yet("following a primary"))
+    }
+
+    async fn fence(
+        &self,
+        _req: Request<FenceRequest>,
+    ) -> Result<Response<RoleChangeResponse>, Status> {
+        Err(not_yet("fencing"))
+    }
+
+    async fn drop(
+        &self,
+        _req: Request<DropRequest>,
+    ) -> Result<Response<RoleChangeResponse>, Status> {
+        Err(not_yet("dropping a partition"))
+    }
+
+    async fn digest(
+        &self,
+        req: Request<DigestRequest>,
+    ) -> Result<Response<DigestResponse>, Status> {
+        let req = req.into_inner();
+        let partitions = self.selected(req.partitions.as_ref())?;
+        let mut acc = [0u8; 20];
+        let mut total = 0;
+        let mut out = Vec::new();
+        for p in &partitions {
+            let (d, keys, last) = p.read(|s| (s.digest(), s.len() as u64, s.last()));
+            for (a, b) in acc.iter_mut().zip(d) {
+                *a ^= b;
+            }
+            total += keys;
+            out.push(PartitionDigest {
+                partition: p.id(),
+                digest: crate::storage::digest_hex(&d),
+                keys,
+                at: Some(proto::Position {
+                    epoch: last.epoch,
+                    offset: last.offset,
+                }),
+            });
+        }
+        Ok(Response::new(DigestResponse {
+            digest: crate::storage::digest_hex(&acc),
+            keys: total,
+            partitions: out,
+        }))
+    }
+
+    async fn set_topology(
+        &self,
+        _req: Request<SetTopologyRequest>,
+    ) -> Result<Response<SetTopologyResponse>, Status> {
+        Err(not_yet("setting the topology"))
+    }
+}

@@ -1,0 +1,50 @@
+//! KEYS pattern: every live key matching a Redis glob pattern. Bounded by max-keys-per-call:
+//! past it the call fails and asks for SCAN, instead of building an unbounded reply.
+
+use super::{Ctx, Flow};
+use crate::engine::now_ms;
+use crate::glob::{key_matches, literal_prefix};
+use crate::server::resp::codec::{write_array_header, write_bulk, write_error};
+use bytes::Bytes;
+
+/// Runs KEYS.
+pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
+    let pattern = &args[1];
+    let prefix = literal_prefix(pattern);
+    let max = ctx.limits.max_keys_per_call;
+    let now = now_ms();
+    let mut found: Vec<Bytes> = Vec::new();
+    for p in ctx.engine.partitions() {
+        let too_many = p.read(|s| {
+            let from = (
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            );
+            for (key, item) in s.items().range::<[u8], _>(from) {
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                let live = item.expire_at_ms == 0 || item.expire_at_ms > now;
+                if live && key_matches(pattern, key) {
+                    if found.len() >= max {
+                        return true;
+                    }
+                    found.push(key.clone());
+                }
+            }
+            false
+        });
+        if too_many {
+            write_error(
+                ctx.out,
+                format!("ERR KEYS would return more than {max} keys (max-keys-per-call); use SCAN"),
+            );
+            return Flow::Continue;
+        }
+    }
+    write_array_header(ctx.out, found.len());
+    for key in &found {
+        write_bulk(ctx.out, key);
+    }
+    Flow::Continue
+}

@@ -1,0 +1,429 @@
+//! RESP commands, one per file (families such as INCR/DECR share one). Each file parses its
+//! arguments, asks the engine, and writes the reply; errors use Redis's own wording so clients
+//! and scripts that match on it keep working.
+//!
+//! A command that writes records the partition and offset it wrote in [`Ctx`]; the connection
+//! then calls [`Ctx::commit`] once per batch, which hands the batch's entries to the log and,
+//! under `fsync=always`, waits for one shared fsync before any reply is sent.
+
+mod client;
+mod command;
+mod config;
+mod dbsize;
+mod debug;
+mod del;
+mod echo;
+mod exists;
+mod expire;
+mod flushall;
+mod get;
+mod incr;
+mod info;
+mod keys;
+mod mget;
+mod mset;
+mod persist;
+mod ping;
+mod quit;
+mod scan;
+mod select;
+mod set;
+mod ttl;
+mod wait;
+
+use crate::Error;
+use crate::engine::{Engine, Partition, now_ms};
+use crate::metrics::{self, CommandLabel};
+use crate::proto::Command;
+use crate::server::Limits;
+use crate::server::resp::codec::write_error;
+use crate::storage::KvState;
+use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::watch;
+
+/// Whether the connection goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading commands.
+    Continue,
+    /// Send the replies, then close (QUIT, protocol errors).
+    Close,
+}
+
+/// A SCAN cursor: where the next page starts.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    /// The partition being walked.
+    pub partition: u32,
+    /// The first key of the next page.
+    pub next_key: Bytes,
+}
+
+/// Most SCAN cursors a connection keeps; the oldest is forgotten past it.
+pub const MAX_CURSORS: usize = 64;
+
+/// What a connection remembers between commands.
+#[derive(Debug)]
+pub struct ConnState {
+    /// The client id (CLIENT ID).
+    pub id: u64,
+    /// The name set by CLIENT SETNAME.
+    pub name: Option<Bytes>,
+    /// Open SCAN cursors, oldest first.
+    pub cursors: VecDeque<(u64, Cursor)>,
+    next_cursor: u64,
+}
+
+impl ConnState {
+    /// A new connection's state.
+    pub fn new(id: u64) -> Self {
+        Self {
+            id,
+            name: None,
+            cursors: VecDeque::new(),
+            next_cursor: 1,
+        }
+    }
+
+    /// Stores a cursor and returns its number (never 0, which means "start" and "done").
+    pub fn open_cursor(&mut self, cursor: Cursor) -> u64 {
+        let n = self.next_cursor;
+        self.next_cursor += 1;
+        if self.cursors.len() >= MAX_CURSORS {
+            self.cursors.pop_front();
+        }
+        self.cursors.push_back((n, cursor));
+        n
+    }
+
+    /// Takes the cursor with number `n`, if this connection still holds it.
+    pub fn take_cursor(&mut self, n: u64) -> Option<Cursor> {
+        let at = self.cursors.iter().position(|(id, _)| *id == n)?;
+        self.cursors.remove(at).map(|(_, c)| c)
+    }
+}
+
+/// Everything a command needs: the engine, the connection, the reply buffer, and the writes
+/// the batch made.
+pub struct Ctx<'a> {
+    /// The node's partitions.
+    pub engine: &'a Arc<Engine>,
+    /// The connection's state.
+    pub conn: &'a mut ConnState,
+    /// Limits to enforce.
+    pub limits: &'a Limits,
+    /// Replies, in command order.
+    pub out: &'a mut BytesMut,
+    /// Turns true when the node shuts down; blocking commands give up then.
+    pub shutdown: watch::Receiver<bool>,
+    /// (partition, highest offset written) for every partition this batch wrote.
+    written: Vec<(Arc<Partition>, u64)>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for one batch.
+    pub fn new(
+        engine: &'a Arc<Engine>,
+        conn: &'a mut ConnState,
+        limits: &'a Limits,
+        out: &'a mut BytesMut,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            engine,
+            conn,
+            limits,
+            out,
+            shutdown,
+            written: Vec::new(),
+        }
+    }
+
+    /// Runs `decide` on `key`'s partition and records the write, if any.
+    pub fn write_key<R>(
+        &mut self,
+        key: &[u8],
+        decide: impl FnOnce(&KvState) -> (R, Option<Command>),
+    ) -> Result<R, Error> {
+        let partition = Arc::clone(self.engine.partition_of(key));
+        self.write_partition(&partition, decide)
+    }
+
+    /// Runs `decide` on `partition` and records the write, if any.
+    pub fn write_partition<R>(
+        &mut self,
+        partition: &Arc<Partition>,
+        decide: impl FnOnce(&KvState) -> (R, Option<Command>),
+    ) -> Result<R, Error> {
+        let (result, offset) = partition.write(now_ms(), decide)?;
+        if let Some(offset) = offset {
+            match self
+                .written
+                .iter_mut()
+                .find(|(p, _)| p.id() == partition.id())
+            {
+                Some((_, o)) => *o = (*o).max(offset),
+                None => self.written.push((Arc::clone(partition), offset)),
+            }
+        }
+        Ok(result)
+    }
+
+    /// Reads `key`'s partition.
+    pub fn read_key<R>(&self, key: &[u8], f: impl FnOnce(&KvState, i64) -> R) -> R {
+        let now = now_ms();
+        self.engine.partition_of(key).read(|s| f(s, now))
+    }
+
+    /// Makes the batch's writes as durable as the fsync policy asks: every written partition's
+    /// entries go to the log, and under fsync=always one shared fsync covers them.
+    pub async fn commit(&mut self) -> Result<(), Error> {
+        let written = std::mem::take(&mut self.written);
+        for (p, _) in &written {
+            p.flush()?;
+        }
+        for (p, offset) in &written {
+            p.wait_durable(*offset).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks a key against the key size limit, writing the error if it is too long.
+    pub fn key_ok(&mut self, key: &[u8]) -> bool {
+        if key.len() > self.limits.max_key_bytes {
+            write_error(
+                self.out,
+                format!(
+                    "ERR key too large ({} bytes; max-key-bytes is {})",
+                    key.len(),
+                    self.limits.max_key_bytes
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Checks a value against the value size limit, writing the error if it is too long.
+    pub fn value_ok(&mut self, value: &[u8]) -> bool {
+        if value.len() > self.limits.max_value_bytes {
+            write_error(
+                self.out,
+                format!(
+                    "ERR value too large ({} bytes; max-value-bytes is {})",
+                    value.len(),
+                    self.limits.max_value_bytes
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Writes the error for a failed engine call.
+    pub fn engine_error(&mut self, e: &Error) {
+        write_error(self.out, format!("ERR {e}"));
+    }
+}
+
+/// How a command is called: its name, arity as Redis states it (negative: at least), and flags
+/// for COMMAND.
+pub struct Spec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Arity, the name included; negative means "at least".
+    pub arity: i32,
+    /// COMMAND flags.
+    pub flags: &'static [&'static str],
+    /// Position of the first key, 0 when none.
+    pub first_key: i32,
+    /// Position of the last key; -1 for "the last argument".
+    pub last_key: i32,
+    /// Step between keys.
+    pub step: i32,
+}
+
+const fn spec(
+    name: &'static str,
+    arity: i32,
+    flags: &'static [&'static str],
+    keys: (i32, i32, i32),
+) -> Spec {
+    Spec {
+        name,
+        arity,
+        flags,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+    }
+}
+
+const W: &[&str] = &["write"];
+const R: &[&str] = &["readonly", "fast"];
+const A: &[&str] = &["fast"];
+
+/// Every command this node serves.
+pub const COMMANDS: &[Spec] = &[
+    spec("client", -2, A, (0, 0, 0)),
+    spec("command", -1, A, (0, 0, 0)),
+    spec("config", -2, A, (0, 0, 0)),
+    spec("dbsize", 1, R, (0, 0, 0)),
+    spec("debug", -2, A, (0, 0, 0)),
+    spec("decr", 2, W, (1, 1, 1)),
+    spec("decrby", 3, W, (1, 1, 1)),
+    spec("del", -2, W, (1, -1, 1)),
+    spec("echo", 2, A, (0, 0, 0)),
+    spec("exists", -2, R, (1, -1, 1)),
+    spec("expire", 3, W, (1, 1, 1)),
+    spec("expireat", 3, W, (1, 1, 1)),
+    spec("flushall", -1, W, (0, 0, 0)),
+    spec("flushdb", -1, W, (0, 0, 0)),
+    spec("get", 2, R, (1, 1, 1)),
+    spec("incr", 2, W, (1, 1, 1)),
+    spec("incrby", 3, W, (1, 1, 1)),
+    spec("info", -1, A, (0, 0, 0)),
+    spec("keys", 2, &["readonly"], (0, 0, 0)),
+    spec("mget", -2, R, (1, -1, 1)),
+    spec("mset", -3, W, (1, -1, 2)),
+    spec("persist", 2, W, (1, 1, 1)),
+    spec("pexpire", 3, W, (1, 1, 1)),
+    spec("pexpireat", 3, W, (1, 1, 1)),
+    spec("ping", -1, A, (0, 0, 0)),
+    spec("pttl", 2, R, (1, 1, 1)),
+    spec("quit", -1, A, (0, 0, 0)),
+    spec("scan", -2, &["readonly"], (0, 0, 0)),
+    spec("select", 2, A, (0, 0, 0)),
+    spec("set", -3, W, (1, 1, 1)),
+    spec("ttl", 2, R, (1, 1, 1)),
+    spec("wait", 3, A, (0, 0, 0)),
+];
+
+/// Looks up a command by name, ignoring case; its position in [`COMMANDS`] too.
+pub fn lookup(name: &[u8]) -> Option<(usize, &'static Spec)> {
+    COMMANDS
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// (calls, errors) counters of every command, resolved once so the hot path neither allocates
+/// a label nor takes the family's lock.
+fn counters() -> &'static [(Counter, Counter)] {
+    static COUNTERS: OnceLock<Vec<(Counter, Counter)>> = OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .map(|s| {
+                let label = CommandLabel {
+                    command: s.name.to_string(),
+                };
+                let m = metrics::get();
+                (
+                    m.commands.get_or_create(&label).clone(),
+                    m.errors.get_or_create(&label).clone(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// Runs one command.
+pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
+    let Some(name) = args.first() else {
+        return Flow::Continue;
+    };
+    let Some((index, spec)) = lookup(name) else {
+        let mut message = format!(
+            "ERR unknown command '{}', with args beginning with: ",
+            String::from_utf8_lossy(name)
+        );
+        for a in args.iter().skip(1).take(20) {
+            message.push_str(&format!("'{}' ", String::from_utf8_lossy(a)));
+        }
+        write_error(ctx.out, message);
+        count_error("unknown");
+        return Flow::Continue;
+    };
+    let n = args.len() as i32;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        write_error(
+            ctx.out,
+            format!("ERR wrong number of arguments for '{}' command", spec.name),
+        );
+        if let Some((_, errors)) = counters().get(index) {
+            errors.inc();
+        }
+        return Flow::Continue;
+    }
+    if let Some((calls, _)) = counters().get(index) {
+        calls.inc();
+    }
+    let before = ctx.out.len();
+    let flow = match spec.name {
+        "client" => client::run(&args, ctx),
+        "command" => command::run(&args, ctx),
+        "config" => config::run(&args, ctx),
+        "dbsize" => dbsize::run(&args, ctx),
+        "debug" => debug::run(&args, ctx),
+        "decr" | "decrby" | "incr" | "incrby" => incr::run(spec.name, &args, ctx),
+        "del" => del::run(&args, ctx),
+        "echo" => echo::run(&args, ctx),
+        "exists" => exists::run(&args, ctx),
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expire::run(spec.name, &args, ctx),
+        "flushall" | "flushdb" => flushall::run(&args, ctx),
+        "get" => get::run(&args, ctx),
+        "info" => info::run(&args, ctx),
+        "keys" => keys::run(&args, ctx),
+        "mget" => mget::run(&args, ctx),
+        "mset" => mset::run(&args, ctx),
+        "persist" => persist::run(&args, ctx),
+        "ping" => ping::run(&args, ctx),
+        "pttl" | "ttl" => ttl::run(spec.name, &args, ctx),
+        "quit" => quit::run(&args, ctx),
+        "scan" => scan::run(&args, ctx),
+        "select" => select::run(&args, ctx),
+        "set" => set::run(&args, ctx),
+        "wait" => wait::run(&args, ctx).await,
+        _ => {
+            write_error(ctx.out, format!("ERR command '{}' is not wired", spec.name));
+            Flow::Continue
+        }
+    };
+    if ctx.out.get(before) == Some(&b'-')
+        && let Some((_, errors)) = counters().get(index)
+    {
+        errors.inc();
+    }
+    flow
+}
+
+fn count_error(command: &str) {
+    metrics::get()
+        .errors
+        .get_or_create(&CommandLabel {
+            command: command.to_string(),
+        })
+        .inc();
+}
+
+/// Parses an integer argument as Redis does, writing Redis's error when it is not one.
+pub fn int_arg(ctx: &mut Ctx<'_>, arg: &[u8]) -> Option<i64> {
+    let parsed = std::str::from_utf8(arg)
+        .ok()
+        .filter(|s| !s.starts_with('+') && !s.is_empty())
+        .and_then(|s| s.parse::<i64>().ok());
+    if parsed.is_none() {
+        write_error(ctx.out, "ERR value is not an integer or out of range");
+    }
+    parsed
+}
+
+/// Writes Redis's syntax error.
+pub fn syntax_error(ctx: &mut Ctx<'_>) -> Flow {
+    write_error(ctx.out, "ERR syntax error");
+    Flow::Continue
+}

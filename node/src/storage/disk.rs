@@ -1,0 +1,978 @@
+//! The on-disk backend: one directory per partition, holding
+//!
+//! ```text
+//! log/00000000000000000001.log     segments, named by their first offset, of framed records
+//! log/00000000000000500001.log
+//! snap/00000000000000480000.snap   snapshots, named by their offset; the newest two are kept
+//! ```
+//!
+//! Opening the directory recovers it: the newest snapshot that passes its checksum is loaded (a
+//! damaged one is renamed `*.corrupt` and never read again), then the log is read record by
+//! record. The first record that is torn, fails its checksum or breaks the offset sequence ends
+//! the log: its segment is cut there and later segments are removed, with a warning. Segments
+//! are dropped once the older kept snapshot covers them and the backlog window (the bytes of log
+//! kept for replicas' partial resync) no longer needs them.
+//!
+//! `sync` does not hold the append lock while it waits for the disk, so appends go on during an
+//! fsync and the next fsync covers all of them: group commit.
+
+use super::record::{self, Decoded};
+use super::snapshot::{self, SnapshotData, sync_dir};
+use super::{LogStore, Position, Recovered};
+use crate::Error;
+use crate::proto::LogEntry;
+use parking_lot::Mutex;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Settings of a [`DiskStore`].
+#[derive(Debug, Clone, Copy)]
+pub struct DiskStoreConfig {
+    /// A segment is closed and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Bytes of log kept behind the newest snapshot, for partial resync of replicas.
+    pub backlog_bytes: u64,
+    /// Snapshots kept; the older ones are the fallback when the newest is damaged.
+    pub keep_snapshots: usize,
+}
+
+impl Default for DiskStoreConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            backlog_bytes: 64 << 20,
+            keep_snapshots: 2,
+        }
+    }
+}
+
+/// Record an index point every this many entries, so finding an offset reads at most this
+/// many records.
+const INDEX_EVERY: u64 = 64;
+
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    /// Last offset held; `first - 1` when empty.
+    last: u64,
+    path: PathBuf,
+    bytes: u64,
+    /// (offset, file position) of every INDEX_EVERY-th entry.
+    index: Vec<(u64, u64)>,
+    /// Epoch of the last entry held, when not empty.
+    last_epoch: u64,
+}
+
+impl Segment {
+    fn contains(&self, offset: u64) -> bool {
+        self.first <= offset && offset <= self.last
+    }
+
+    /// File position to start reading from to find `offset`.
+    fn seek_hint(&self, offset: u64) -> (u64, u64) {
+        match self.index.partition_point(|&(o, _)| o <= offset) {
+            0 => (self.first, 0),
+            i => self.index[i - 1],
+        }
+    }
+}
+
+struct Inner {
+    segments: Vec<Segment>,
+    active: Arc<File>,
+    last: Position,
+    /// (offset, path) of kept snapshots, oldest first.
+    snapshots: Vec<(u64, PathBuf)>,
+    snapshot_last: Position,
+    written: u64,
+    synced: u64,
+    buf: Vec<u8>,
+    /// Set when a write failed half way: the file's tail is unknown, so nothing more is appended.
+    failed: Option<String>,
+}
+
+/// A partition's log and snapshots in a directory.
+pub struct DiskStore {
+    partition: u32,
+    dir: PathBuf,
+    cfg: DiskStoreConfig,
+    inner: Mutex<Inner>,
+}
+
+fn seg_name(first: u64) -> String {
+    format!("{first:020}.log")
+}
+
+fn list(dir: &Path, ext: &str) -> Result<Vec<(u64, PathBuf)>, Error> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io("listing", dir, e))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(stem) = name.strip_suffix(ext)
+            && let Ok(n) = stem.parse::<u64>()
+        {
+            out.push((n, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What reading a segment found: its valid entries, their index points, and the first problem
+/// with its file position, if any.
+type Scanned = (Vec<LogEntry>, Vec<(u64, u64)>, Option<(u64, String)>);
+
+/// Reads a segment's records, stopping at the first damaged one.
+fn scan_segment(path: &Path, first: u64) -> Result<Scanned, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading log segment", path, e))?;
+    let mut entries = Vec::new();
+    let mut index = Vec::new();
+    let mut pos = 0usize;
+    let mut expected = first;
+    let mut last_epoch = 0;
+    while pos < bytes.len() {
+        match record::decode(&bytes[pos..]) {
+            Decoded::Record(entry, used) => {
+                if entry.offset != expected {
+                    let why = format!("entry at offset {} where {expected} was due", entry.offset);
+                    return Ok((entries, index, Some((pos as u64, why))));
+                }
+                if entry.epoch < last_epoch {
+                    let why = format!("epoch {} after epoch {last_epoch}", entry.epoch);
+                    return Ok((entries, index, Some((pos as u64, why))));
+                }
+                if crc32c::crc32c(&entry.command) != entry.crc32c {
+                    let why = format!("command checksum mismatch at offset {}", entry.offset);
+                    return Ok((entries, index, Some((pos as u64, why))));
+                }
+                if (entry.offset - first).is_multiple_of(INDEX_EVERY) {
+                    index.push((entry.offset, pos as u64));
+                }
+                last_epoch = entry.epoch;
+                expected += 1;
+                pos += used;
+                entries.push(entry);
+            }
+            Decoded::Incomplete => {
+                let why = format!("torn record ({} trailing bytes)", bytes.len() - pos);
+                return Ok((entries, index, Some((pos as u64, why))));
+            }
+            Decoded::Corrupt(why) => return Ok((entries, index, Some((pos as u64, why)))),
+        }
+    }
+    Ok((entries, index, None))
+}
+
+fn open_append(path: &Path) -> Result<File, Error> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io("opening log segment", path, e))
+}
+
+impl DiskStore {
+    /// Opens (creating if needed) the partition directory `dir` and recovers it.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        partition: u32,
+        cfg: DiskStoreConfig,
+    ) -> Result<(Self, Recovered), Error> {
+        let dir = dir.into();
+        let log_dir = dir.join("log");
+        let snap_dir = dir.join("snap");
+        for d in [&log_dir, &snap_dir] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("creating directory", d, e))?;
+        }
+        let mut warnings = Vec::new();
+
+        // Snapshots: the newest valid one wins; damaged ones are set aside, never loaded.
+        for (_, tmp) in list(&snap_dir, ".snap.tmp")? {
+            std::fs::remove_file(&tmp).map_err(|e| Error::io("removing", &tmp, e))?;
+        }
+        let mut snapshots = list(&snap_dir, ".snap")?;
+        let mut loaded: Option<SnapshotData> = None;
+        let mut refused = 0;
+        while let Some((offset, path)) = snapshots.last().cloned() {
+            match snapshot::read(&path) {
+                Ok(data) if data.meta.at.offset == offset => {
+                    loaded = Some(data);
+                    break;
+                }
+                Ok(data) => {
+                    let why = format!(
+                        "refusing snapshot {}: named for offset {offset} but holds {}",
+                        path.display(),
+                        data.meta.at.offset
+                    );
+                    warnings.push(why);
+                }
+                Err(e) => warnings.push(format!("refusing {e}")),
+            }
+            refused += 1;
+            let aside = path.with_extension("snap.corrupt");
+            std::fs::rename(&path, &aside).map_err(|e| Error::io("setting aside", &path, e))?;
+            snapshots.pop();
+        }
+        let snap_pos = loaded.as_ref().map(|s| s.meta.at).unwrap_or_default();
+
+        // The log, record by record, cut at the first damage.
+        let mut segments = Vec::new();
+        let mut entries = Vec::new();
+        let files = list(&log_dir, ".log")?;
+        let mut cut = false;
+        for (first, path) in files {
+            if cut {
+                warnings.push(format!("removing {} after the cut", path.display()));
+                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+                continue;
+            }
+            let expected_first = segments.last().map(|s: &Segment| s.last + 1);
+            if expected_first.is_some_and(|e| e != first) {
+                warnings.push(format!(
+                    "segment {} starts at {first}, not {}: removing it and later ones",
+                    path.display(),
+                    expected_first.unwrap_or(first)
+                ));
+                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+                cut = true;
+                continue;
+            }
+            let (seg_entries, index, problem) = scan_segment(&path, first)?;
+            let mut bytes = std::fs::metadata(&path)
+                .map_err(|e| Error::io("reading log segment", &path, e))?
+                .len();
+            if let Some((pos, why)) = problem {
+                warnings.push(format!(
+                    "partition {partition}: log damaged in {} at byte {pos}: {why}; \
+                     truncating {} bytes, recovering to offset {}",
+                    path.display(),
+                    bytes - pos,
+                    first + seg_entries.len() as u64 - 1
+                ));
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("opening log segment", &path, e))?;
+                f.set_len(pos)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| Error::io("truncating log segment", &path, e))?;
+                bytes = pos;
+                cut = true;
+            }
+            let last_epoch = seg_entries.last().map_or(0, |e| e.epoch);
+            segments.push(Segment {
+                first,
+                last: first + seg_entries.len() as u64 - 1,
+                path,
+                bytes,
+                index,
+                last_epoch,
+            });
+            entries.extend(seg_entries);
+        }
+        // Empty segments other than the last carry nothing; an empty last one is reused.
+        let log_first = segments.first().map_or(1, |s| s.first);
+        let log_last = segments.last().map_or(0, |s| s.last);
+
+        if loaded.is_none() && refused > 0 && log_first > 1 {
+            return Err(Error::Unrecoverable {
+                partition,
+                dir,
+                reason: format!(
+                    "every snapshot is damaged and the log starts at offset {log_first}, so \
+                     offsets 1..{log_first} are lost; restore the directory from a backup, or \
+                     remove it and let the node resync from a replica"
+                ),
+            });
+        }
+        if log_first > snap_pos.offset + 1 && log_last >= log_first {
+            return Err(Error::Unrecoverable {
+                partition,
+                dir,
+                reason: format!(
+                    "the log starts at offset {log_first} but the newest valid snapshot ends at \
+                     {}: offsets in between are missing",
+                    snap_pos.offset
+                ),
+            });
+        }
+        if log_last < snap_pos.offset {
+            // The snapshot covers the whole log (its tail was still buffered when the process
+            // stopped, or was cut above): start a fresh log after it.
+            for s in segments.drain(..) {
+                std::fs::remove_file(&s.path).map_err(|e| Error::io("removing", &s.path, e))?;
+            }
+            entries.clear();
+        }
+        if segments.is_empty() {
+            let first = snap_pos.offset + 1;
+            let path = log_dir.join(seg_name(first));
+            open_append(&path)?;
+            segments.push(Segment {
+                first,
+                last: first - 1,
+                path,
+                bytes: 0,
+                index: Vec::new(),
+                last_epoch: 0,
+            });
+        }
+        sync_dir(&log_dir)?;
+        sync_dir(&snap_dir)?;
+
+        let last = match entries.last() {
+            Some(e) if e.offset > snap_pos.offset => Position::new(e.epoch, e.offset),
+            _ => snap_pos,
+        };
+        entries.retain(|e| e.offset > snap_pos.offset);
+        let active_path = segments.last().map(|s| s.path.clone()).unwrap_or_default();
+        let active = Arc::new(open_append(&active_path)?);
+        for w in &warnings {
+            tracing::warn!(partition, "{w}");
+        }
+        let store = DiskStore {
+            partition,
+            dir,
+            cfg,
+            inner: Mutex::new(Inner {
+                segments,
+                active,
+                last,
+                snapshots,
+                snapshot_last: snap_pos,
+                written: last.offset,
+                synced: last.offset,
+                buf: Vec::new(),
+                failed: None,
+            }),
+        };
+        Ok((
+            store,
+            Recovered {
+                snapshot: loaded,
+                entries,
+                warnings,
+            },
+        ))
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn roll(&self, inner: &mut Inner, first: u64) -> Result<(), Error> {
+        // The closed segment must be durable before the next one is, or a crash could keep a
+        // later record while losing an earlier one.
+        let old = inner
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        inner
+            .active
+            .sync_data()
+            .map_err(|e| Error::io("syncing log segment", &old, e))?;
+        let path = self.dir.join("log").join(seg_name(first));
+        inner.active = Arc::new(open_append(&path)?);
+        sync_dir(&self.dir.join("log"))?;
+        inner.segments.push(Segment {
+            first,
+            last: first - 1,
+            path,
+            bytes: 0,
+            index: Vec::new(),
+            last_epoch: 0,
+        });
+        inner.synced = inner.written;
+        Ok(())
+    }
+
+    fn read_segment_from(
+        seg: &Segment,
+        from: u64,
+        max_bytes: usize,
+        out: &mut Vec<LogEntry>,
+    ) -> Result<usize, Error> {
+        let (mut offset, pos) = seg.seek_hint(from);
+        let mut f = File::open(&seg.path).map_err(|e| Error::io("reading log", &seg.path, e))?;
+        f.seek(SeekFrom::Start(pos))
+            .map_err(|e| Error::io("reading log", &seg.path, e))?;
+        let mut bytes = Vec::new();
+        f.take(seg.bytes - pos)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io("reading log", &seg.path, e))?;
+        let mut at = 0;
+        let mut taken = 0;
+        while at < bytes.len() && offset <= seg.last {
+            match record::decode(&bytes[at..]) {
+                Decoded::Record(entry, used) => {
+                    at += used;
+                    offset += 1;
+                    if entry.offset >= from {
+                        taken += used;
+                        out.push(entry);
+                        if taken >= max_bytes {
+                            break;
+                        }
+                    }
+                }
+                Decoded::Incomplete | Decoded::Corrupt(_) => {
+                    return Err(Error::CorruptEntry {
+                        partition: 0,
+                        offset,
+                        reason: format!("log segment {} damaged while open", seg.path.display()),
+                    });
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn compact(&self, inner: &mut Inner) -> Result<(), Error> {
+        // Recovery from the oldest kept snapshot needs every entry after it, and replicas'
+        // partial resync needs the backlog: drop a segment only when neither does.
+        let floor = inner.snapshots.first().map_or(0, |(o, _)| *o);
+        let mut dropped = false;
+        while inner.segments.len() > 1 {
+            let seg = &inner.segments[0];
+            let after: u64 = inner.segments[1..].iter().map(|s| s.bytes).sum();
+            if seg.last > floor || after < self.cfg.backlog_bytes {
+                break;
+            }
+            std::fs::remove_file(&seg.path).map_err(|e| Error::io("removing", &seg.path, e))?;
+            inner.segments.remove(0);
+            dropped = true;
+        }
+        if dropped {
+            sync_dir(&self.dir.join("log"))?;
+        }
+        Ok(())
+    }
+}
+
+impl LogStore for DiskStore {
+    fn last(&self) -> Position {
+        self.inner.lock().last
+    }
+
+    fn first_offset(&self) -> u64 {
+        let inner = self.inner.lock();
+        inner
+            .segments
+            .iter()
+            .find(|s| s.last >= s.first)
+            .map_or(inner.last.offset + 1, |s| s.first)
+    }
+
+    fn append(&self, entries: &[LogEntry]) -> Result<(), Error> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut inner = self.inner.lock();
+        if let Some(why) = &inner.failed {
+            return Err(Error::Unrecoverable {
+                partition: self.partition,
+                dir: self.dir.clone(),
+                reason: format!("an earlier write failed ({why}); restart the node to recover"),
+            });
+        }
+        super::check_continues(self.partition, inner.last.offset, entries)?;
+        let needs_roll = inner
+            .segments
+            .last()
+            .is_none_or(|s| s.bytes >= self.cfg.segment_bytes);
+        if needs_roll {
+            self.roll(&mut inner, first.offset)?;
+        }
+        let mut buf = std::mem::take(&mut inner.buf);
+        buf.clear();
+        let Inner {
+            segments, active, ..
+        } = &mut *inner;
+        let seg = segments.last_mut().ok_or(Error::Unrecoverable {
+            partition: self.partition,
+            dir: self.dir.clone(),
+            reason: "no active log segment".into(),
+        })?;
+        let base = seg.bytes;
+        let mut positions = Vec::new();
+        for e in entries {
+            if (e.offset - seg.first).is_multiple_of(INDEX_EVERY) {
+                positions.push((e.offset, base + buf.len() as u64));
+            }
+            record::encode(e, &mut buf);
+        }
+        let result = (&**active).write_all(&buf);
+        if let Err(e) = result {
+            // Put the file back to where it was, or stop appending for good.
+            let restored = active.set_len(base).is_ok();
+            if !restored {
+                inner.failed = Some(e.to_string());
+            }
+            let path = inner
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            inner.buf = buf;
+            return Err(Error::io("appending to log", path, e));
+        }
+        seg.bytes += buf.len() as u64;
+        seg.index.extend(positions);
+        let last = entries
+            .last()
+            .map_or(Position::default(), |e| Position::new(e.epoch, e.offset));
+        seg.last = last.offset;
+        seg.last_epoch = last.epoch;
+        inner.last = last;
+        inner.written = last.offset;
+        inner.buf = buf;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<u64, Error> {
+        let (file, upto, path) = {
+            let inner = self.inner.lock();
+            if inner.synced >= inner.written {
+                return Ok(inner.synced);
+            }
+            let path = inner
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            (inner.active.clone(), inner.written, path)
+        };
+        // Without the lock: appends continue, and the next sync covers them.
+        file.sync_data()
+            .map_err(|e| Error::io("syncing log segment", path, e))?;
+        let mut inner = self.inner.lock();
+        inner.synced = inner.synced.max(upto);
+        Ok(inner.synced)
+    }
+
+    fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error> {
+        let inner = self.inner.lock();
+        let mut out = Vec::new();
+        let mut budget = max_bytes.max(1);
+        for seg in inner
+            .segments
+            .iter()
+            .filter(|s| s.last >= from && s.last >= s.first)
+        {
+            let taken = Self::read_segment_from(seg, from, budget, &mut out)?;
+            if taken >= budget {
+                break;
+            }
+            budget -= taken;
+        }
+        Ok(out)
+    }
+
+    fn truncate_after(&self, offset: u64) -> Result<(), Error> {
+        let mut inner = self.inner.lock();
+        if offset < inner.snapshot_last.offset {
+            return Err(Error::BadTruncate {
+                partition: self.partition,
+                offset,
+                reason: format!(
+                    "the newest snapshot already holds offsets up to {}",
+                    inner.snapshot_last.offset
+                ),
+            });
+        }
+        if offset >= inner.last.offset {
+            return Ok(());
+        }
+        // The epoch of the entry that becomes the last one.
+        let new_last =
+            if offset == inner.snapshot_last.offset {
+                inner.snapshot_last
+            } else {
+                let seg = inner.segments.iter().find(|s| s.contains(offset)).ok_or(
+                    Error::BadTruncate {
+                        partition: self.partition,
+                        offset,
+                        reason: "that offset is no longer in the log".into(),
+                    },
+                )?;
+                let mut one = Vec::new();
+                Self::read_segment_from(seg, offset, 1, &mut one)?;
+                let e = one.first().ok_or(Error::BadTruncate {
+                    partition: self.partition,
+                    offset,
+                    reason: "entry not found".into(),
+                })?;
+                Position::new(e.epoch, e.offset)
+            };
+        // Cut the segment holding offset + 1; remove the ones after it.
+        while inner.segments.len() > 1
+            && inner.segments.last().is_some_and(|s| s.first > offset + 1)
+        {
+            if let Some(s) = inner.segments.pop() {
+                std::fs::remove_file(&s.path).map_err(|e| Error::io("removing", &s.path, e))?;
+            }
+        }
+        let seg = inner.segments.last_mut().ok_or(Error::BadTruncate {
+            partition: self.partition,
+            offset,
+            reason: "no segment".into(),
+        })?;
+        let cut_at = if offset < seg.first {
+            0
+        } else {
+            let (mut at_offset, mut pos) = seg.seek_hint(offset + 1);
+            let bytes = std::fs::read(&seg.path)
+                .map_err(|e| Error::io("reading log segment", &seg.path, e))?;
+            while at_offset < offset + 1 {
+                match record::decode(&bytes[pos as usize..]) {
+                    Decoded::Record(_, used) => {
+                        pos += used as u64;
+                        at_offset += 1;
+                    }
+                    _ => {
+                        return Err(Error::CorruptEntry {
+                            partition: self.partition,
+                            offset: at_offset,
+                            reason: "damaged while truncating".into(),
+                        });
+                    }
+                }
+            }
+            pos
+        };
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&seg.path)
+            .map_err(|e| Error::io("opening log segment", &seg.path, e))?;
+        f.set_len(cut_at)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io("truncating log segment", &seg.path, e))?;
+        seg.bytes = cut_at;
+        seg.index.retain(|&(o, _)| o <= offset);
+        if offset < seg.first {
+            // The whole segment went; it now starts empty at offset + 1.
+            let new_path = self.dir.join("log").join(seg_name(offset + 1));
+            std::fs::rename(&seg.path, &new_path)
+                .map_err(|e| Error::io("renaming log segment", &seg.path, e))?;
+            seg.path = new_path;
+            seg.first = offset + 1;
+        }
+        seg.last = offset;
+        seg.last_epoch = new_last.epoch;
+        let path = seg.path.clone();
+        inner.active = Arc::new(open_append(&path)?);
+        sync_dir(&self.dir.join("log"))?;
+        inner.last = new_last;
+        inner.written = offset;
+        inner.synced = offset;
+        Ok(())
+    }
+
+    fn save_snapshot(&self, data: &SnapshotData) -> Result<(), Error> {
+        let at = data.meta.at;
+        let path = self
+            .dir
+            .join("snap")
+            .join(format!("{:020}.snap", at.offset));
+        // Written without the lock: appends go on meanwhile.
+        snapshot::write(&path, data)?;
+        let mut inner = self.inner.lock();
+        inner.snapshots.retain(|(o, _)| *o != at.offset);
+        inner.snapshots.push((at.offset, path));
+        inner.snapshots.sort();
+        while inner.snapshots.len() > self.cfg.keep_snapshots.max(1) {
+            let (_, old) = inner.snapshots.remove(0);
+            std::fs::remove_file(&old).map_err(|e| Error::io("removing snapshot", &old, e))?;
+        }
+        if at > inner.snapshot_last {
+            inner.snapshot_last = at;
+        }
+        self.compact(&mut inner)
+    }
+
+    fn log_bytes(&self) -> u64 {
+        self.inner.lock().segments.iter().map(|s| s.bytes).sum()
+    }
+
+    fn snapshot_offset(&self) -> u64 {
+        self.inner.lock().snapshot_last.offset
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::suite::{self, Backend, entries};
+    use super::*;
+
+    struct Disk {
+        dir: tempfile::TempDir,
+        cfg: DiskStoreConfig,
+        fresh: bool,
+    }
+
+    impl Disk {
+        fn new(cfg: DiskStoreConfig) -> Self {
+            Self {
+                dir: tempfile::tempdir().expect("tempdir"),
+                cfg,
+                fresh: true,
+            }
+        }
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("p0")
+        }
+    }
+
+    impl Backend for Disk {
+        fn open(&mut self) -> (Box<dyn LogStore>, Recovered) {
+            if std::mem::take(&mut self.fresh) {
+                // Each suite check wants a fresh store: start from an empty directory.
+                std::fs::remove_dir_all(self.path()).ok();
+            }
+            let (store, recovered) =
+                DiskStore::open(self.path(), 0, self.cfg).expect("open the store");
+            (Box::new(store), recovered)
+        }
+    }
+
+    /// Small segments, so the suite also crosses segment boundaries.
+    fn small() -> DiskStoreConfig {
+        DiskStoreConfig {
+            segment_bytes: 4096,
+            backlog_bytes: 8192,
+            keep_snapshots: 2,
+        }
+    }
+
+    struct Fresh(Disk);
+    impl Backend for Fresh {
+        fn open(&mut self) -> (Box<dyn LogStore>, Recovered) {
+            self.0.fresh = true;
+            self.0.open()
+        }
+    }
+
+    #[test]
+    fn disk_store_passes_the_shared_suite() {
+        suite::run_all(&mut Fresh(Disk::new(small())));
+        suite::run_all(&mut Fresh(Disk::new(DiskStoreConfig::default())));
+    }
+
+    #[test]
+    fn disk_store_is_durable_across_reopening() {
+        suite::run_durable(&mut Disk::new(small()));
+        suite::run_durable(&mut Disk::new(DiskStoreConfig::default()));
+    }
+
+    fn write_log(disk: &Disk, count: u64) -> PathBuf {
+        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
+        store.append(&entries(1, 1, count)).expect("append");
+        store.sync().expect("sync");
+        let seg = list(&disk.path().join("log"), ".log").expect("list");
+        seg.last().map(|(_, p)| p.clone()).expect("a segment")
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_and_recovery_ends_at_the_last_good_one() {
+        let disk = Disk::new(DiskStoreConfig::default());
+        let seg = write_log(&disk, 20);
+        let len = std::fs::metadata(&seg).expect("meta").len();
+        // A crash mid-write: the last record is only partly there.
+        let f = OpenOptions::new().write(true).open(&seg).expect("open");
+        f.set_len(len - 7).expect("tear");
+        drop(f);
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("recovers");
+        assert_eq!(store.last(), Position::new(1, 19));
+        assert_eq!(recovered.entries.len(), 19);
+        assert!(
+            recovered.warnings.iter().any(|w| w.contains("torn record")),
+            "{:?}",
+            recovered.warnings
+        );
+        store
+            .append(&entries(1, 20, 1))
+            .expect("appends continue at the cut");
+        drop(store);
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("reopen");
+        assert_eq!(store.last().offset, 20);
+        assert!(recovered.warnings.is_empty(), "the cut was made durable");
+    }
+
+    #[test]
+    fn a_flipped_byte_mid_segment_recovers_to_the_record_before_it() {
+        let disk = Disk::new(DiskStoreConfig::default());
+        let seg = write_log(&disk, 100);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        // Find where entry 41 starts, and damage a byte inside it.
+        let mut pos = 0;
+        for _ in 0..40 {
+            match record::decode(&bytes[pos..]) {
+                Decoded::Record(_, used) => pos += used,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        bytes[pos + 12] ^= 0x55;
+        std::fs::write(&seg, &bytes).expect("write");
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("recovers");
+        assert_eq!(store.last(), Position::new(1, 40), "the last good record");
+        assert_eq!(recovered.entries.len(), 40);
+        assert!(
+            recovered.warnings.iter().any(|w| w.contains("checksum")),
+            "{:?}",
+            recovered.warnings
+        );
+        assert_eq!(
+            std::fs::metadata(&seg).expect("meta").len(),
+            pos as u64,
+            "everything from the damage on was removed"
+        );
+    }
+
+    #[test]
+    fn damage_in_an_early_segment_removes_the_later_segments() {
+        let disk = Disk::new(small());
+        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
+        for batch in entries(1, 1, 400).chunks(10) {
+            store.append(batch).expect("append");
+        }
+        drop(store);
+        let segs = list(&disk.path().join("log"), ".log").expect("list");
+        assert!(segs.len() >= 3, "small segments roll: {}", segs.len());
+        let (_, second) = &segs[1];
+        let mut bytes = std::fs::read(second).expect("read");
+        bytes[20] ^= 1;
+        std::fs::write(second, &bytes).expect("write");
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("recovers");
+        assert_eq!(
+            store.last().offset,
+            segs[1].0 - 1,
+            "ends where segment 2 began"
+        );
+        assert_eq!(recovered.entries.len() as u64, segs[1].0 - 1);
+        let left = list(&disk.path().join("log"), ".log").expect("list");
+        assert_eq!(
+            left.len(),
+            2,
+            "the damaged segment is kept (cut), later ones removed"
+        );
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_and_the_older_one_is_used() {
+        let disk = Disk::new(DiskStoreConfig::default());
+        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
+        store.append(&entries(1, 1, 30)).expect("append");
+        let mut s = super::super::KvState::new(0);
+        for e in store.read(1, usize::MAX).expect("read") {
+            s.apply(&e).expect("apply");
+            if e.offset == 10 || e.offset == 20 {
+                store.save_snapshot(&s.snapshot()).expect("snapshot");
+            }
+        }
+        drop(store);
+        let newest = disk.path().join("snap").join(format!("{:020}.snap", 20));
+        let mut bytes = std::fs::read(&newest).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&newest, &bytes).expect("write");
+
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("recovers");
+        let snap = recovered.snapshot.expect("the older snapshot");
+        assert_eq!(snap.meta.at.offset, 10, "fell back to the older snapshot");
+        assert_eq!(recovered.entries.first().map(|e| e.offset), Some(11));
+        assert_eq!(store.last().offset, 30);
+        assert!(
+            recovered
+                .warnings
+                .iter()
+                .any(|w| w.contains("corrupt snapshot")),
+            "{:?}",
+            recovered.warnings
+        );
+        assert!(
+            newest.with_extension("snap.corrupt").exists(),
+            "set aside, not loaded"
+        );
+        // Replaying the log over the older snapshot gives the same state as before.
+        let mut again = super::super::KvState::from_snapshot(0, snap);
+        for e in &recovered.entries {
+            again.apply(e).expect("apply");
+        }
+        assert_eq!(again.digest(), s.digest());
+    }
+
+    #[test]
+    fn without_a_valid_snapshot_or_the_full_log_recovery_fails_clearly() {
+        let disk = Disk::new(small());
+        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
+        let mut s = super::super::KvState::new(0);
+        for batch in entries(1, 1, 600).chunks(20) {
+            store.append(batch).expect("append");
+            for e in batch {
+                s.apply(e).expect("apply");
+            }
+            store.save_snapshot(&s.snapshot()).expect("snapshot");
+        }
+        assert!(store.first_offset() > 1, "old segments were dropped");
+        drop(store);
+        for (_, snap) in list(&disk.path().join("snap"), ".snap").expect("list") {
+            let mut bytes = std::fs::read(&snap).expect("read");
+            bytes[10] ^= 0xff;
+            std::fs::write(&snap, &bytes).expect("write");
+        }
+        match DiskStore::open(disk.path(), 0, disk.cfg) {
+            Err(Error::Unrecoverable { reason, .. }) => {
+                assert!(reason.contains("every snapshot is damaged"), "{reason}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("recovered from damaged snapshots and a partial log"),
+        }
+    }
+
+    #[test]
+    fn segments_are_dropped_only_behind_the_older_snapshot_and_the_backlog() {
+        let disk = Disk::new(small());
+        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
+        let mut s = super::super::KvState::new(0);
+        for batch in entries(1, 1, 2000).chunks(25) {
+            store.append(batch).expect("append");
+            for e in batch {
+                s.apply(e).expect("apply");
+            }
+            if batch.last().is_some_and(|e| e.offset % 500 == 0) {
+                store.save_snapshot(&s.snapshot()).expect("snapshot");
+            }
+        }
+        let older_snapshot = 1500;
+        let first = store.first_offset();
+        assert!(first > 1, "something was dropped");
+        assert!(
+            first <= older_snapshot + 1,
+            "the older snapshot can still recover"
+        );
+        let behind = store.log_bytes();
+        assert!(
+            behind >= disk.cfg.backlog_bytes,
+            "the backlog window is kept: {behind} bytes"
+        );
+        let snaps = list(&disk.path().join("snap"), ".snap").expect("list");
+        assert_eq!(
+            snaps.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            vec![1500, 2000],
+            "two snapshots kept"
+        );
+    }
+}

@@ -94,7 +94,7 @@ proptest! {
                     let expiry = ttl_ms.map_or(SetExpiry::Clear, |t| SetExpiry::At(now + i64::from(t)));
                     let p = engine.partition_of(&k).clone();
                     p.write(now, |s| {
-                        let o = s.decide_set(Bytes::from(k.clone()), Bytes::from(v.clone()), SetCondition::Always, expiry, now);
+                        let o = s.decide_set(Bytes::from(k.clone()), Bytes::from(v.clone()), SetCondition::Always, expiry, false, now);
                         ((), o.command)
                     }).unwrap();
                     model.insert(k, (v, ttl_ms.map_or(0, |t| now + i64::from(t))));
@@ -164,7 +164,7 @@ proptest! {
         let mut held = Model::new();
         for p in engine.partitions() {
             p.read(|s: &KvState| {
-                for (k, i) in s.items() {
+                for (k, i) in s.iter() {
                     held.insert(k.to_vec(), (i.value.to_vec(), i.expire_at_ms));
                 }
             });

@@ -16,6 +16,7 @@ use crate::proto::{Command, LogEntry};
 use crate::storage::{FsyncPolicy, KvState, LogStore, Position, entry};
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::watch;
 
 /// The durable offset, or why the partition stopped.
@@ -51,6 +52,10 @@ pub struct Partition {
     fsync: FsyncPolicy,
     durable_tx: watch::Sender<Durability>,
     sync: Mutex<SyncState>,
+    /// Set when a log write or fsync failed: checked on every write without taking a lock.
+    failed: AtomicBool,
+    /// Highest offset handed to the store (fsync=everysec and never report it as durable).
+    written: AtomicU64,
 }
 
 impl Partition {
@@ -71,8 +76,10 @@ impl Partition {
             flush_lock: Mutex::new(()),
             store,
             fsync,
+            written: AtomicU64::new(durable.offset),
             durable_tx: watch::channel(durable).0,
             sync: Mutex::new(SyncState::default()),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -94,8 +101,9 @@ impl Partition {
         now_ms: i64,
         decide: impl FnOnce(&KvState) -> (R, Option<Command>),
     ) -> Result<(R, Option<u64>), Error> {
-        if let Some(why) = &self.durable_tx.borrow().failed {
-            return Err(self.stopped(why));
+        if self.failed.load(Ordering::Acquire) {
+            let why = self.durable_tx.borrow().failed.clone().unwrap_or_default();
+            return Err(self.stopped(&why));
         }
         let mut live = self.live.lock();
         let (result, command) = decide(&live.state);
@@ -129,25 +137,15 @@ impl Partition {
         if pending.is_empty() {
             return Ok(self.store.last().offset);
         }
-        match self.store.append(&pending) {
+        let last = pending.last().map_or(0, |e| e.offset);
+        match self.store.append(pending) {
             Ok(()) => {
-                let last = pending.last().map_or(0, |e| e.offset);
-                if self.fsync != FsyncPolicy::Always {
-                    self.durable_tx.send_if_modified(|d| {
-                        let moved = d.offset < last;
-                        d.offset = d.offset.max(last);
-                        moved
-                    });
-                }
+                // Under fsync=always only an fsync moves the durable offset (and wakes waiters).
+                self.written.fetch_max(last, Ordering::Release);
                 Ok(last)
             }
             Err(e) => {
-                let why = e.to_string();
-                tracing::error!(
-                    partition = self.id,
-                    "log write failed, stopping writes: {why}"
-                );
-                self.durable_tx.send_modify(|d| d.failed = Some(why));
+                self.fail(e.to_string(), "log write");
                 Err(e)
             }
         }
@@ -203,14 +201,18 @@ impl Partition {
                     }
                 }
                 Err(e) => {
-                    let why = e.to_string();
-                    tracing::error!(partition = self.id, "fsync failed, stopping writes: {why}");
-                    self.durable_tx.send_modify(|d| d.failed = Some(why));
+                    self.fail(e.to_string(), "fsync");
                     self.sync.lock().running = false;
                     return;
                 }
             }
         }
+    }
+
+    fn fail(&self, why: String, what: &str) {
+        tracing::error!(partition = self.id, "{what} failed, stopping writes: {why}");
+        self.durable_tx.send_modify(|d| d.failed = Some(why));
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Syncs the store now (fsync=everysec's tick, and shutdown).
@@ -262,8 +264,12 @@ impl Partition {
         self.live.lock().state.last()
     }
 
-    /// The durable offset.
+    /// The durable offset: synced to disk under fsync=always and everysec, handed to the
+    /// operating system under never.
     pub fn durable_offset(&self) -> u64 {
-        self.durable_tx.borrow().offset
+        match self.fsync {
+            FsyncPolicy::Never => self.written.load(Ordering::Acquire),
+            _ => self.durable_tx.borrow().offset,
+        }
     }
 }

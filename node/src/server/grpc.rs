@@ -249,7 +249,7 @@ impl Kv for Service {
         let value = Bytes::from(req.value);
         let (applied, offset) = p
             .write(now, |s| {
-                let o = s.decide_set(key, value, condition, expiry, now);
+                let o = s.decide_set(key, value, condition, expiry, false, now);
                 (o.applied, o.command)
             })
             .map_err(internal)?;

@@ -472,7 +472,8 @@ impl LogStore for DiskStore {
             .map_or(inner.last.offset + 1, |s| s.first)
     }
 
-    fn append(&self, entries: &[LogEntry]) -> Result<(), Error> {
+    fn append(&self, entries: Vec<LogEntry>) -> Result<(), Error> {
+        let entries = entries.as_slice();
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -779,7 +780,7 @@ mod tests {
 
     fn write_log(disk: &Disk, count: u64) -> PathBuf {
         let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
-        store.append(&entries(1, 1, count)).expect("append");
+        store.append(entries(1, 1, count)).expect("append");
         store.sync().expect("sync");
         let seg = list(&disk.path().join("log"), ".log").expect("list");
         seg.last().map(|(_, p)| p.clone()).expect("a segment")
@@ -803,7 +804,7 @@ mod tests {
             recovered.warnings
         );
         store
-            .append(&entries(1, 20, 1))
+            .append(entries(1, 20, 1))
             .expect("appends continue at the cut");
         drop(store);
         let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("reopen");
@@ -846,7 +847,7 @@ mod tests {
         let disk = Disk::new(small());
         let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
         for batch in entries(1, 1, 400).chunks(10) {
-            store.append(batch).expect("append");
+            store.append(batch.to_vec()).expect("append");
         }
         drop(store);
         let segs = list(&disk.path().join("log"), ".log").expect("list");
@@ -874,7 +875,7 @@ mod tests {
     fn a_damaged_snapshot_is_refused_and_the_older_one_is_used() {
         let disk = Disk::new(DiskStoreConfig::default());
         let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
-        store.append(&entries(1, 1, 30)).expect("append");
+        store.append(entries(1, 1, 30)).expect("append");
         let mut s = super::super::KvState::new(0);
         for e in store.read(1, usize::MAX).expect("read") {
             s.apply(&e).expect("apply");
@@ -920,7 +921,7 @@ mod tests {
         let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
         let mut s = super::super::KvState::new(0);
         for batch in entries(1, 1, 600).chunks(20) {
-            store.append(batch).expect("append");
+            store.append(batch.to_vec()).expect("append");
             for e in batch {
                 s.apply(e).expect("apply");
             }
@@ -948,7 +949,7 @@ mod tests {
         let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
         let mut s = super::super::KvState::new(0);
         for batch in entries(1, 1, 2000).chunks(25) {
-            store.append(batch).expect("append");
+            store.append(batch.to_vec()).expect("append");
             for e in batch {
                 s.apply(e).expect("apply");
             }

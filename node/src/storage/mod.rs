@@ -140,7 +140,7 @@ pub trait LogStore: Send + Sync {
     /// dropped); `last().offset + 1` when the log is empty.
     fn first_offset(&self) -> u64;
     /// Appends entries; see rule 1.
-    fn append(&self, entries: &[LogEntry]) -> Result<(), Error>;
+    fn append(&self, entries: Vec<LogEntry>) -> Result<(), Error>;
     /// Makes every appended entry durable; returns the offset now durable.
     fn sync(&self) -> Result<u64, Error>;
     /// Entries from offset `from` on, up to about `max_bytes` (at least one when any exist).

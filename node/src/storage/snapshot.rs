@@ -21,7 +21,6 @@ use crate::Error;
 use crate::proto::{self, KeyValue, SnapshotBegin};
 use bytes::Bytes;
 use prost::Message;
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -44,8 +43,8 @@ pub struct SnapshotMeta {
 pub struct SnapshotData {
     /// What the snapshot is of.
     pub meta: SnapshotMeta,
-    /// Every key with its value and expiry.
-    pub items: BTreeMap<Bytes, Item>,
+    /// Every key with its value and expiry, in no particular order.
+    pub items: Vec<(Bytes, Item)>,
 }
 
 fn header(meta: &SnapshotMeta, keys: u64) -> SnapshotBegin {
@@ -192,17 +191,17 @@ fn decode(bytes: &[u8]) -> Result<SnapshotData, String> {
             .map(|e| (e.epoch, e.start_offset))
             .collect(),
     };
-    let mut items = BTreeMap::new();
+    let mut items = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
     let mut rest = &bytes[head_end..count_at];
     while !rest.is_empty() {
         let kv = KeyValue::decode_length_delimited(&mut rest).map_err(|e| e.to_string())?;
-        items.insert(
+        items.push((
             Bytes::from(kv.key),
             Item {
                 value: Bytes::from(kv.value),
                 expire_at_ms: kv.expire_at_ms,
             },
-        );
+        ));
     }
     if items.len() as u64 != count || head.total_keys != count {
         return Err(format!(
@@ -219,15 +218,15 @@ mod tests {
     use super::*;
 
     fn sample() -> SnapshotData {
-        let mut items = BTreeMap::new();
+        let mut items = Vec::new();
         for i in 0..50u32 {
-            items.insert(
+            items.push((
                 Bytes::from(format!("key:{i:04}")),
                 Item {
                     value: Bytes::from(vec![i as u8; (i % 7) as usize]),
                     expire_at_ms: if i % 3 == 0 { 1_900_000_000_000 } else { 0 },
                 },
-            );
+            ));
         }
         SnapshotData {
             meta: SnapshotMeta {

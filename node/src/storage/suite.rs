@@ -7,7 +7,6 @@ use super::{LogStore, Position, Recovered, SnapshotData, SnapshotMeta};
 use crate::Error;
 use crate::proto::{Command, LogEntry, PutCommand, command::Cmd};
 use bytes::Bytes;
-use std::collections::BTreeMap;
 
 /// Opens a backend's store. For a durable backend, a second `open` must find what the first
 /// store held, as after a restart (the first store is dropped first).
@@ -41,14 +40,13 @@ fn offsets(entries: &[LogEntry]) -> Vec<u64> {
 }
 
 fn snapshot_at(at: Position) -> SnapshotData {
-    let mut items = BTreeMap::new();
-    items.insert(
+    let items = vec![(
         Bytes::from_static(b"k"),
         super::Item {
             value: Bytes::from_static(b"v"),
             expire_at_ms: 0,
         },
-    );
+    )];
     SnapshotData {
         meta: SnapshotMeta {
             at,
@@ -77,10 +75,10 @@ fn fresh(backend: &mut dyn Backend) -> Box<dyn LogStore> {
 
 fn appends_continue_the_log_exactly(backend: &mut dyn Backend) {
     let store = fresh(backend);
-    store.append(&entries(1, 1, 10)).expect("append 1..=10");
+    store.append(entries(1, 1, 10)).expect("append 1..=10");
     assert_eq!(store.last(), Position::new(1, 10));
     assert!(matches!(
-        store.append(&entries(1, 12, 1)),
+        store.append(entries(1, 12, 1)),
         Err(Error::OffsetGap {
             expected: 11,
             got: 12,
@@ -88,19 +86,19 @@ fn appends_continue_the_log_exactly(backend: &mut dyn Backend) {
         })
     ));
     assert!(
-        store.append(&entries(1, 10, 1)).is_err(),
+        store.append(entries(1, 10, 1)).is_err(),
         "a replayed offset"
     );
     let mut gapped = entries(1, 11, 3);
     gapped.remove(1);
-    assert!(store.append(&gapped).is_err(), "a gap inside one batch");
+    assert!(store.append(gapped).is_err(), "a gap inside one batch");
     assert_eq!(
         store.last(),
         Position::new(1, 10),
         "refused appends change nothing"
     );
     store
-        .append(&entries(2, 11, 1))
+        .append(entries(2, 11, 1))
         .expect("the next offset, in a newer epoch");
     assert_eq!(store.last(), Position::new(2, 11));
     assert!(store.sync().expect("sync") >= 11 || !store.durable());
@@ -109,10 +107,14 @@ fn appends_continue_the_log_exactly(backend: &mut dyn Backend) {
 fn reads_return_entries_in_order(backend: &mut dyn Backend) {
     let store = fresh(backend);
     let written = entries(1, 1, 200);
-    store.append(&written[..150]).expect("append");
-    store.append(&written[150..]).expect("append");
+    store.append(written[..150].to_vec()).expect("append");
+    store.append(written[150..].to_vec()).expect("append");
     let all = store.read(1, usize::MAX).expect("read");
-    assert_eq!(all, written);
+    assert_eq!(offsets(&all), offsets(&written));
+    assert!(
+        all == written,
+        "entries read back differ from those written"
+    );
     let tail = store.read(120, usize::MAX).expect("read");
     assert_eq!(offsets(&tail), (120..=200).collect::<Vec<_>>());
     let one = store.read(50, 1).expect("read");
@@ -132,8 +134,8 @@ fn reads_return_entries_in_order(backend: &mut dyn Backend) {
 
 fn truncation_drops_the_tail_and_appends_continue(backend: &mut dyn Backend) {
     let store = fresh(backend);
-    store.append(&entries(1, 1, 5)).expect("append");
-    store.append(&entries(2, 6, 5)).expect("append");
+    store.append(entries(1, 1, 5)).expect("append");
+    store.append(entries(2, 6, 5)).expect("append");
     store.truncate_after(7).expect("truncate");
     assert_eq!(store.last(), Position::new(2, 7));
     store
@@ -146,7 +148,7 @@ fn truncation_drops_the_tail_and_appends_continue(backend: &mut dyn Backend) {
     );
     store.truncate_after(9).expect("past the end is a no-op");
     assert_eq!(store.last(), Position::new(1, 5));
-    store.append(&entries(3, 6, 3)).expect("continue at 6");
+    store.append(entries(3, 6, 3)).expect("continue at 6");
     let read = store.read(1, usize::MAX).expect("read");
     let epochs: Vec<u64> = read.iter().map(|e| e.epoch).collect();
     assert_eq!(epochs, vec![1, 1, 1, 1, 1, 3, 3, 3]);
@@ -154,7 +156,7 @@ fn truncation_drops_the_tail_and_appends_continue(backend: &mut dyn Backend) {
 
 fn truncation_below_a_snapshot_is_refused(backend: &mut dyn Backend) {
     let store = fresh(backend);
-    store.append(&entries(1, 1, 10)).expect("append");
+    store.append(entries(1, 1, 10)).expect("append");
     store
         .save_snapshot(&snapshot_at(Position::new(1, 8)))
         .expect("snapshot");
@@ -171,13 +173,13 @@ fn truncation_below_a_snapshot_is_refused(backend: &mut dyn Backend) {
 
 fn a_snapshot_ahead_of_the_log_lets_appends_continue(backend: &mut dyn Backend) {
     let store = fresh(backend);
-    store.append(&entries(1, 1, 4)).expect("append");
+    store.append(entries(1, 1, 4)).expect("append");
     // The caller applied 5..=6 to memory and snapshotted before appending them.
     store
         .save_snapshot(&snapshot_at(Position::new(1, 6)))
         .expect("snapshot ahead");
     store
-        .append(&entries(1, 5, 2))
+        .append(entries(1, 5, 2))
         .expect("appends continue from the log's end");
     assert_eq!(store.last(), Position::new(1, 6));
 }
@@ -186,7 +188,7 @@ fn reads_from_first_offset_are_contiguous_after_snapshots(backend: &mut dyn Back
     let store = fresh(backend);
     let mut next = 1;
     for round in 0..6 {
-        store.append(&entries(1, next, 300)).expect("append");
+        store.append(entries(1, next, 300)).expect("append");
         next += 300;
         if round % 2 == 1 {
             store
@@ -203,18 +205,18 @@ fn reads_from_first_offset_are_contiguous_after_snapshots(backend: &mut dyn Back
 /// recovery is the newest snapshot plus the entries after it.
 pub fn run_durable(backend: &mut dyn Backend) {
     let (store, _) = backend.open();
-    store.append(&entries(1, 1, 50)).expect("append");
+    store.append(entries(1, 1, 50)).expect("append");
     store.sync().expect("sync");
     store
         .append(
-            &entries(2, 51, 1)
+            entries(2, 51, 1)
                 .into_iter()
                 .map(marker)
                 .collect::<Vec<_>>(),
         )
         .expect("append");
     store
-        .append(&entries(2, 52, 49))
+        .append(entries(2, 52, 49))
         .expect("append, not synced");
     store
         .save_snapshot(&snapshot_at(Position::new(1, 40)))
@@ -231,7 +233,7 @@ pub fn run_durable(backend: &mut dyn Backend) {
     assert_eq!(offsets(&recovered.entries), (41..=100).collect::<Vec<_>>());
     assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
     store
-        .append(&entries(2, 101, 1))
+        .append(entries(2, 101, 1))
         .expect("appends continue after a restart");
 }
 

@@ -19,7 +19,7 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
             write_array_header(ctx.out, args.len() - 2);
             for key in &args[2..] {
                 let digest = ctx.read_key(key, |s, _| {
-                    s.items().get(key.as_ref()).map(|item| {
+                    s.held(key).map(|item| {
                         let mut h = Sha1::new();
                         h.update(&item.value);
                         h.update(item.expire_at_ms.to_le_bytes());

@@ -15,24 +15,22 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
     let now = now_ms();
     let mut found: Vec<Bytes> = Vec::new();
     for p in ctx.engine.partitions() {
-        let too_many = p.read(|s| {
-            let from = (
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            );
-            for (key, item) in s.items().range::<[u8], _>(from) {
+        let mut too_many = false;
+        p.read(|s| {
+            s.for_each_from(prefix, |key, item| {
                 if !key.starts_with(prefix) {
-                    break;
+                    return false;
                 }
                 let live = item.expire_at_ms == 0 || item.expire_at_ms > now;
                 if live && key_matches(pattern, key) {
                     if found.len() >= max {
-                        return true;
+                        too_many = true;
+                        return false;
                     }
                     found.push(key.clone());
                 }
-            }
-            false
+                true
+            })
         });
         if too_many {
             write_error(

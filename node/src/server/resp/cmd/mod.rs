@@ -121,6 +121,9 @@ pub struct Ctx<'a> {
     pub shutdown: watch::Receiver<bool>,
     /// (partition, highest offset written) for every partition this batch wrote.
     written: Vec<(Arc<Partition>, u64)>,
+    /// Calls and errors per command (by position in [`COMMANDS`]), added to the shared
+    /// counters once per batch rather than once per command.
+    counts: [(u32, u32); COMMANDS.len()],
 }
 
 impl<'a> Ctx<'a> {
@@ -139,6 +142,7 @@ impl<'a> Ctx<'a> {
             out,
             shutdown,
             written: Vec::new(),
+            counts: [(0, 0); COMMANDS.len()],
         }
     }
 
@@ -181,6 +185,7 @@ impl<'a> Ctx<'a> {
     /// Makes the batch's writes as durable as the fsync policy asks: every written partition's
     /// entries go to the log, and under fsync=always one shared fsync covers them.
     pub async fn commit(&mut self) -> Result<(), Error> {
+        self.publish_counts();
         let written = std::mem::take(&mut self.written);
         for (p, _) in &written {
             p.flush()?;
@@ -189,6 +194,21 @@ impl<'a> Ctx<'a> {
             p.wait_durable(*offset).await?;
         }
         Ok(())
+    }
+
+    /// Adds the batch's command counts to the shared metrics.
+    fn publish_counts(&mut self) {
+        for (i, (calls, errors)) in self.counts.iter_mut().enumerate() {
+            if let Some((c, e)) = counters().get(i) {
+                if *calls > 0 {
+                    c.inc_by(u64::from(*calls));
+                }
+                if *errors > 0 {
+                    e.inc_by(u64::from(*errors));
+                }
+            }
+            (*calls, *errors) = (0, 0);
+        }
     }
 
     /// Checks a key against the key size limit, writing the error if it is too long.
@@ -354,14 +374,10 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
             ctx.out,
             format!("ERR wrong number of arguments for '{}' command", spec.name),
         );
-        if let Some((_, errors)) = counters().get(index) {
-            errors.inc();
-        }
+        ctx.counts[index].1 += 1;
         return Flow::Continue;
     }
-    if let Some((calls, _)) = counters().get(index) {
-        calls.inc();
-    }
+    ctx.counts[index].0 += 1;
     let before = ctx.out.len();
     let flow = match spec.name {
         "client" => client::run(&args, ctx),
@@ -393,10 +409,8 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
             Flow::Continue
         }
     };
-    if ctx.out.get(before) == Some(&b'-')
-        && let Some((_, errors)) = counters().get(index)
-    {
-        errors.inc();
+    if ctx.out.get(before) == Some(&b'-') {
+        ctx.counts[index].1 += 1;
     }
     flow
 }

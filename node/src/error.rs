@@ -81,6 +81,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// Entries were asked for from an offset the log no longer holds; a full sync is needed.
+    #[error(
+        "partition {partition}: offset {from} is no longer in the log, which starts at {first}"
+    )]
+    Trimmed {
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        from: u64,
+        /// The first offset the log holds.
+        first: u64,
+    },
+
     /// A configured limit was exceeded.
     #[error("{what} exceeds the limit of {limit} (set by {setting})")]
     LimitExceeded {

@@ -80,6 +80,9 @@ struct Args {
     /// Most keys one KEYS, MGET or scan page may return.
     #[arg(long, default_value_t = 1_000_000)]
     max_keys_per_call: usize,
+    /// Most bytes of keys and values one reply may carry (MGET, KEYS, scan pages, batches).
+    #[arg(long, default_value_t = 256 << 20)]
+    max_reply_bytes: usize,
     /// How long a graceful shutdown waits for in-flight requests.
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     shutdown_timeout: u64,
@@ -154,7 +157,9 @@ async fn run(args: Args) -> Result<(), String> {
         max_request_bytes: args.max_request_bytes,
         max_connections: args.max_connections,
         max_keys_per_call: args.max_keys_per_call,
+        max_reply_bytes: args.max_reply_bytes,
     };
+    limits.validate()?;
     let resp = bind("RESP", args.resp_listen).await?;
     let grpc = bind("gRPC", args.grpc_listen).await?;
     let http = bind("HTTP", args.http_listen).await?;

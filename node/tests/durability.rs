@@ -263,3 +263,33 @@ fn health_and_readiness_endpoints_answer() {
     }
     assert_eq!(metric(&m, "partita_keys"), 10.0);
 }
+
+#[test]
+fn replies_past_max_reply_bytes_are_refused_and_contradictory_limits_stop_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        &dir.path().join("data"),
+        &["--max-value-bytes", "1000", "--max-reply-bytes", "2500"],
+    );
+    let mut c = node.client();
+    assert_eq!(
+        c.cmd(&["SET", "big", &"v".repeat(1000)]),
+        Reply::Simple("OK".into())
+    );
+    assert!(matches!(c.cmd(&["MGET", "big", "big"]), Reply::Array(Some(v)) if v.len() == 2));
+    assert_eq!(
+        c.cmd(&["MGET", "big", "big", "big"]),
+        Reply::Error("ERR reply of 3000 bytes exceeds max-reply-bytes (2500)".into())
+    );
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    let Err(stderr) = try_start(
+        &dir.path().join("other"),
+        &["--max-request-bytes", "600000000"],
+    ) else {
+        panic!("started with a request limit larger than a log record");
+    };
+    assert!(
+        stderr.contains("--max-request-bytes must be at most"),
+        "{stderr}"
+    );
+}

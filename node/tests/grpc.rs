@@ -165,6 +165,19 @@ async fn kv_and_admin_over_grpc() {
     let info = ErrorInfo::decode(cross.details()).unwrap();
     assert_eq!(info.code, ErrorCode::CrossPartition as i32);
 
+    // A reversed range is an empty page, not a crash.
+    let reversed = kv
+        .scan(ScanRequest {
+            partition,
+            start_key: b"{tag}:20".to_vec(),
+            end_key: b"{tag}:10".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reversed.entries.is_empty() && reversed.next_start_key.is_empty());
+
     let too_long = kv.put(put(&"k".repeat(33), "v")).await.unwrap_err();
     let info = ErrorInfo::decode(too_long.details()).unwrap();
     assert_eq!(info.code, ErrorCode::LimitExceeded as i32);

@@ -190,32 +190,57 @@ impl Engine {
     }
 
     /// Deletes, through the log, keys whose expiry is due: at most `per_partition` per
-    /// partition. Returns how many were deleted.
-    pub fn expire_cycle(&self, now: i64, per_partition: usize) -> Result<usize, Error> {
+    /// partition. Partitions that stopped after a failure are skipped. Returns how many were
+    /// deleted, and whether some partition had more due than it was allowed to delete.
+    pub fn expire_cycle(&self, now: i64, per_partition: usize) -> (usize, bool) {
         let mut deleted = 0;
-        for p in &self.partitions {
-            let (n, offset) = p.write(now, |s| {
-                let due = s.due_expirations(now, per_partition);
-                (due.len(), KvState::delete_all(&due))
-            })?;
-            if offset.is_some() {
-                p.flush()?;
-                deleted += n;
+        let mut more = false;
+        for p in self.partitions.iter().filter(|p| !p.failed()) {
+            let result = p
+                .write(now, |s| {
+                    let due = s.due_expirations(now, per_partition);
+                    (due.len(), KvState::delete_all(&due))
+                })
+                .and_then(|(n, offset)| match offset {
+                    Some(_) => p.flush().map(|_| n),
+                    None => Ok(0),
+                });
+            match result {
+                Ok(n) => {
+                    deleted += n;
+                    more |= n >= per_partition;
+                }
+                Err(e) => tracing::error!(partition = p.id(), "expiry: {e}"),
             }
         }
-        Ok(deleted)
+        (deleted, more)
     }
 
     /// Takes a snapshot of every partition that has written enough log since its last one.
-    pub fn snapshot_cycle(&self) -> Result<usize, Error> {
+    /// A partition that fails is reported and skipped; the others go on.
+    pub fn snapshot_cycle(&self) -> usize {
         let mut taken = 0;
-        for p in &self.partitions {
-            p.flush()?;
-            if p.maybe_snapshot(self.cfg.snapshot_log_bytes)? {
-                taken += 1;
+        for p in self.partitions.iter().filter(|p| !p.failed()) {
+            match p
+                .flush()
+                .and_then(|_| p.maybe_snapshot(self.cfg.snapshot_log_bytes))
+            {
+                Ok(true) => taken += 1,
+                Ok(false) => {}
+                Err(e) => tracing::error!(partition = p.id(), "snapshot: {e}"),
             }
         }
-        Ok(taken)
+        taken
+    }
+
+    /// Syncs every partition's log (fsync=everysec's tick); a partition that fails is
+    /// reported and stops taking writes, and the others go on.
+    pub fn sync_cycle(&self) {
+        for p in self.partitions.iter().filter(|p| !p.failed()) {
+            if let Err(e) = p.flush().and_then(|_| p.sync_now()) {
+                tracing::error!(partition = p.id(), "sync: {e}");
+            }
+        }
     }
 
     /// Hands every queued entry to the log and syncs it: the last step of a clean shutdown.
@@ -237,36 +262,21 @@ impl Engine {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = expire.tick() => {
-                    // Like Redis's active expiry: keep going while a cycle finds a full batch,
-                    // within a bounded time.
+                    // Like Redis's active expiry: keep going while some partition had more due
+                    // than a batch, within a bounded time.
                     let deadline = Instant::now() + Duration::from_millis(25);
-                    loop {
-                        match self.expire_cycle(now_ms(), 200) {
-                            Ok(n) if n >= 200 && Instant::now() < deadline => continue,
-                            Ok(_) => break,
-                            Err(e) => {
-                                tracing::error!("expiry cycle: {e}");
-                                break;
-                            }
-                        }
-                    }
+                    while self.expire_cycle(now_ms(), 200).1 && Instant::now() < deadline {}
                 }
                 _ = second.tick() => {
                     let me = Arc::clone(&self);
-                    let work = tokio::task::spawn_blocking(move || -> Result<(), Error> {
+                    let work = tokio::task::spawn_blocking(move || {
                         if me.cfg.fsync == FsyncPolicy::EverySec {
-                            for p in &me.partitions {
-                                p.flush()?;
-                                p.sync_now()?;
-                            }
+                            me.sync_cycle();
                         }
-                        me.snapshot_cycle()?;
-                        Ok(())
+                        me.snapshot_cycle();
                     });
-                    match work.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!("background sync or snapshot: {e}"),
-                        Err(e) => tracing::error!("background task failed: {e}"),
+                    if let Err(e) = work.await {
+                        tracing::error!("background task failed: {e}");
                     }
                 }
             }

@@ -110,9 +110,18 @@ impl Partition {
         let Some(command) = command else {
             return Ok((result, None));
         };
-        let epoch = live.epoch;
+        // The epoch the state will record (never below the last entry's), so the logged entry
+        // and the applied one agree.
+        let epoch = live.epoch.max(live.state.last().epoch);
         let at = Position::new(epoch, live.state.last().offset + 1);
         let e = entry(at, now_ms, &command);
+        if e.command.len() + 64 > crate::storage::MAX_RECORD_LEN {
+            return Err(Error::LimitExceeded {
+                what: "a log entry",
+                limit: crate::storage::MAX_RECORD_LEN as u64,
+                setting: "the log's largest record",
+            });
+        }
         live.since_snapshot += (e.command.len() + 32) as u64;
         live.state.apply_next(epoch, command);
         live.pending.push(e);
@@ -133,6 +142,12 @@ impl Partition {
     /// the store holds.
     pub fn flush(&self) -> Result<u64, Error> {
         let _order = self.flush_lock.lock();
+        // Once an append failed, no caller may take "nothing pending" for success: its entry
+        // may have been in the batch that failed.
+        if self.failed.load(Ordering::Acquire) {
+            let why = self.durable_tx.borrow().failed.clone().unwrap_or_default();
+            return Err(self.stopped(&why));
+        }
         let pending = std::mem::take(&mut self.live.lock().pending);
         if pending.is_empty() {
             return Ok(self.store.last().offset);
@@ -184,10 +199,26 @@ impl Partition {
     /// One fsync after another until every requested offset is covered: each covers everything
     /// appended before it started.
     fn sync_loop(&self) {
+        let mut previous = None;
         loop {
+            if self.failed.load(Ordering::Acquire) {
+                self.sync.lock().running = false;
+                return;
+            }
             let started = std::time::Instant::now();
             match self.store.sync() {
+                Ok(upto) if previous == Some(upto) && self.sync.lock().requested > upto => {
+                    // Nothing more can become durable: the requested offsets never reached the
+                    // log. Waiters must not wait forever.
+                    self.fail(
+                        format!("offsets up to {upto} are durable but more were awaited"),
+                        "fsync",
+                    );
+                    self.sync.lock().running = false;
+                    return;
+                }
                 Ok(upto) => {
+                    previous = Some(upto);
                     crate::metrics::observe_fsync(started.elapsed());
                     self.durable_tx.send_if_modified(|d| {
                         let moved = d.offset < upto;
@@ -218,7 +249,12 @@ impl Partition {
     /// Syncs the store now (fsync=everysec's tick, and shutdown).
     pub fn sync_now(&self) -> Result<(), Error> {
         let started = std::time::Instant::now();
-        let upto = self.store.sync()?;
+        // A failed fsync stops writes, as under fsync=always: a retry can falsely succeed after
+        // the kernel dropped the dirty pages.
+        let upto = self
+            .store
+            .sync()
+            .inspect_err(|e| self.fail(e.to_string(), "fsync"))?;
         crate::metrics::observe_fsync(started.elapsed());
         self.durable_tx.send_if_modified(|d| {
             let moved = d.offset < upto;
@@ -232,6 +268,10 @@ impl Partition {
     /// The state is copied under the lock (values are shared, not copied); the file is written
     /// without it.
     pub fn maybe_snapshot(&self, threshold: u64) -> Result<bool, Error> {
+        if self.failed.load(Ordering::Acquire) {
+            // The state may hold writes that never reached the log: never make them durable.
+            return Ok(false);
+        }
         let snapshot = {
             let mut live = self.live.lock();
             if live.since_snapshot < threshold {
@@ -264,6 +304,11 @@ impl Partition {
         self.live.lock().state.last()
     }
 
+    /// Whether the partition stopped taking writes after a failed log write or fsync.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     /// The durable offset: synced to disk under fsync=always and everysec, handed to the
     /// operating system under never.
     pub fn durable_offset(&self) -> u64 {
@@ -271,5 +316,145 @@ impl Partition {
             FsyncPolicy::Never => self.written.load(Ordering::Acquire),
             _ => self.durable_tx.borrow().offset,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Fail-stop. A full disk cannot be produced safely on a test machine, so these tests wrap
+    //! the real in-memory store in one that fails on demand with the error a full disk gives
+    //! (ENOSPC). The partition only relies on the store returning an error, which this does.
+    use super::*;
+    use crate::proto::{PutCommand, command::Cmd};
+    use crate::storage::{MemoryStore, SnapshotData};
+    use std::time::Duration;
+
+    struct Flaky {
+        inner: MemoryStore,
+        fail_appends: AtomicBool,
+        fail_syncs: AtomicBool,
+    }
+
+    fn enospc(what: &'static str) -> Error {
+        Error::io(what, "/data", std::io::Error::from_raw_os_error(28))
+    }
+
+    impl LogStore for Flaky {
+        fn last(&self) -> Position {
+            self.inner.last()
+        }
+        fn first_offset(&self) -> u64 {
+            self.inner.first_offset()
+        }
+        fn append(&self, entries: Vec<LogEntry>) -> Result<(), Error> {
+            if self.fail_appends.load(Ordering::SeqCst) {
+                return Err(enospc("appending to log"));
+            }
+            self.inner.append(entries)
+        }
+        fn sync(&self) -> Result<u64, Error> {
+            if self.fail_syncs.load(Ordering::SeqCst) {
+                return Err(enospc("syncing log segment"));
+            }
+            self.inner.sync()
+        }
+        fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error> {
+            self.inner.read(from, max_bytes)
+        }
+        fn truncate_after(&self, offset: u64) -> Result<(), Error> {
+            self.inner.truncate_after(offset)
+        }
+        fn save_snapshot(&self, snapshot: &SnapshotData) -> Result<(), Error> {
+            self.inner.save_snapshot(snapshot)
+        }
+        fn log_bytes(&self) -> u64 {
+            self.inner.log_bytes()
+        }
+        fn snapshot_offset(&self) -> u64 {
+            self.inner.snapshot_offset()
+        }
+        fn durable(&self) -> bool {
+            true
+        }
+    }
+
+    fn partition(fsync: FsyncPolicy) -> (Arc<Partition>, Arc<Flaky>) {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(0, 1 << 20),
+            fail_appends: AtomicBool::new(false),
+            fail_syncs: AtomicBool::new(false),
+        });
+        let p = Partition::new(
+            KvState::new(0),
+            1,
+            Arc::clone(&store) as Arc<dyn LogStore>,
+            fsync,
+        );
+        (Arc::new(p), store)
+    }
+
+    fn set(p: &Partition, key: &str) -> Result<Option<u64>, Error> {
+        let command = Command {
+            cmd: Some(Cmd::Put(PutCommand {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                expire_at_ms: 0,
+            })),
+        };
+        p.write(1, |_| ((), Some(command))).map(|(_, o)| o)
+    }
+
+    #[test]
+    fn after_a_failed_append_no_caller_is_told_its_write_persisted() {
+        let (p, store) = partition(FsyncPolicy::EverySec);
+        set(&p, "a").expect("queued");
+        set(&p, "b").expect("queued");
+        p.flush().expect("both reach the store");
+        set(&p, "c").expect("queued");
+        set(&p, "d").expect("queued");
+        store.fail_appends.store(true, Ordering::SeqCst);
+        // One connection's flush takes both queued entries and fails...
+        assert!(p.flush().is_err());
+        // ...and the other connection, finding nothing queued, must not take that as success.
+        assert!(
+            p.flush().is_err(),
+            "an empty queue after a failure is not a success"
+        );
+        assert!(p.failed());
+        assert!(set(&p, "e").is_err(), "writes are refused from now on");
+        assert_eq!(
+            p.maybe_snapshot(0).ok(),
+            Some(false),
+            "unlogged writes are never snapshotted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_ends_the_wait_with_an_error_instead_of_hanging() {
+        let (p, store) = partition(FsyncPolicy::Always);
+        let offset = set(&p, "a").expect("queued").expect("an offset");
+        p.flush().expect("flushed");
+        store.fail_syncs.store(true, Ordering::SeqCst);
+        let waited = tokio::time::timeout(Duration::from_secs(10), p.wait_durable(offset)).await;
+        assert!(
+            matches!(waited, Ok(Err(_))),
+            "the waiter gets an error, promptly"
+        );
+        assert!(p.failed());
+        assert!(p.flush().is_err());
+    }
+
+    #[test]
+    fn a_failed_periodic_fsync_also_stops_writes() {
+        let (p, store) = partition(FsyncPolicy::EverySec);
+        set(&p, "a").expect("queued");
+        p.flush().expect("flushed");
+        store.fail_syncs.store(true, Ordering::SeqCst);
+        assert!(p.sync_now().is_err());
+        assert!(
+            p.failed(),
+            "a retried fsync can falsely succeed, so the first failure stops writes"
+        );
+        assert!(set(&p, "b").is_err());
     }
 }

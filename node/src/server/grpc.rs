@@ -293,16 +293,18 @@ impl Kv for Service {
             n => n as usize,
         };
         let now = now_ms();
-        let (mut entries, next) = p.read(|s| {
-            s.scan(&req.start_key, &req.end_key, limit, now, |k| {
-                req.r#match.is_empty() || crate::glob::key_matches(&req.r#match, k)
-            })
+        let budget = self.limits.max_reply_bytes;
+        let (entries, next) = p.read(|s| {
+            s.scan_page(
+                &req.start_key,
+                &req.end_key,
+                limit,
+                budget,
+                !req.keys_only,
+                now,
+                |k| req.r#match.is_empty() || crate::glob::key_matches(&req.r#match, k),
+            )
         });
-        if req.keys_only {
-            for e in &mut entries {
-                e.value.clear();
-            }
-        }
         Ok(Response::new(ScanResponse {
             entries,
             next_start_key: next.map(|k| k.to_vec()).unwrap_or_default(),
@@ -360,9 +362,20 @@ impl Kv for Service {
             .ok_or_else(|| Status::not_found("no partition"))?;
         let now = now_ms();
         let ops = req.ops;
+        let budget = self.limits.max_reply_bytes;
         let (results, offset) = p
-            .write(now, |s| s.decide_batch(&ops, now))
+            .write(now, |s| match s.decide_batch(&ops, budget, now) {
+                Ok((results, command)) => (Ok(results), command),
+                Err(bytes) => (Err(bytes), None),
+            })
             .map_err(internal)?;
+        let results = results.map_err(|bytes| {
+            limit(
+                format!("a batch reply of more than {bytes} bytes"),
+                "max-reply-bytes",
+                budget,
+            )
+        })?;
         let ack = self.commit(&p, offset).await?;
         Ok(Response::new(BatchResponse { results, ack }))
     }

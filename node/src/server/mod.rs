@@ -19,6 +19,39 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most keys one KEYS or MGET-like call may return, and the largest scan page.
     pub max_keys_per_call: usize,
+    /// Most bytes of keys and values one reply may carry (MGET, KEYS, scan pages, batches).
+    pub max_reply_bytes: usize,
+}
+
+impl Limits {
+    /// Checks that the limits fit together and fit the log's largest record, so nothing that is
+    /// accepted can be written but not read back.
+    pub fn validate(&self) -> Result<(), String> {
+        let record = crate::storage::MAX_RECORD_LEN;
+        // Room for the entry's own fields around the command.
+        let overhead = 1 << 20;
+        if self.max_request_bytes + overhead > record {
+            return Err(format!(
+                "--max-request-bytes must be at most {} (the log's largest record is {record} \
+                 bytes)",
+                record - overhead
+            ));
+        }
+        if self.max_value_bytes > self.max_request_bytes {
+            return Err("--max-value-bytes must not exceed --max-request-bytes".into());
+        }
+        if self.max_key_bytes > self.max_request_bytes {
+            return Err("--max-key-bytes must not exceed --max-request-bytes".into());
+        }
+        if self.max_reply_bytes < self.max_value_bytes {
+            return Err(
+                "--max-reply-bytes must be at least --max-value-bytes, or a stored \
+                        value could not be read"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -29,6 +62,7 @@ impl Default for Limits {
             max_request_bytes: 128 << 20,
             max_connections: 10_000,
             max_keys_per_call: 1_000_000,
+            max_reply_bytes: 256 << 20,
         }
     }
 }

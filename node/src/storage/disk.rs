@@ -88,6 +88,9 @@ struct Inner {
     snapshot_last: Position,
     written: u64,
     synced: u64,
+    /// Bumped by every truncation, so an fsync that started before one cannot claim offsets
+    /// that were removed and written again since.
+    truncations: u64,
     buf: Vec<u8>,
     /// Set when a write failed half way: the file's tail is unknown, so nothing more is appended.
     failed: Option<String>,
@@ -128,14 +131,14 @@ fn list(dir: &Path, ext: &str) -> Result<Vec<(u64, PathBuf)>, Error> {
 /// with its file position, if any.
 type Scanned = (Vec<LogEntry>, Vec<(u64, u64)>, Option<(u64, String)>);
 
-/// Reads a segment's records, stopping at the first damaged one.
-fn scan_segment(path: &Path, first: u64) -> Result<Scanned, Error> {
+/// Reads a segment's records, stopping at the first damaged one. `last_epoch` is the epoch of
+/// the entry before the segment, so a drop in epoch across segments is caught too.
+fn scan_segment(path: &Path, first: u64, mut last_epoch: u64) -> Result<Scanned, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading log segment", path, e))?;
     let mut entries = Vec::new();
     let mut index = Vec::new();
     let mut pos = 0usize;
     let mut expected = first;
-    let mut last_epoch = 0;
     while pos < bytes.len() {
         match record::decode(&bytes[pos..]) {
             Decoded::Record(entry, used) => {
@@ -167,6 +170,13 @@ fn scan_segment(path: &Path, first: u64) -> Result<Scanned, Error> {
         }
     }
     Ok((entries, index, None))
+}
+
+/// Renames a file to `<name>.corrupt`, keeping it for inspection but out of recovery's way.
+fn set_aside(path: &Path) -> Result<(), Error> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    std::fs::rename(path, &aside).map_err(|e| Error::io("setting aside", path, e))
 }
 
 fn open_append(path: &Path) -> Result<File, Error> {
@@ -222,64 +232,99 @@ impl DiskStore {
         }
         let snap_pos = loaded.as_ref().map(|s| s.meta.at).unwrap_or_default();
 
-        // The log, record by record, cut at the first damage.
-        let mut segments = Vec::new();
+        // The log, record by record. Damage after the snapshot cuts the log there (what follows
+        // is set aside, never deleted); damage wholly behind the snapshot only sets aside the
+        // segments the snapshot covers.
+        let mut segments: Vec<Segment> = Vec::new();
         let mut entries = Vec::new();
         let files = list(&log_dir, ".log")?;
         let mut cut = false;
-        for (first, path) in files {
+        for (i, (first, path)) in files.iter().enumerate() {
+            let first = *first;
             if cut {
-                warnings.push(format!("removing {} after the cut", path.display()));
-                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+                warnings.push(format!("setting aside {} after the cut", path.display()));
+                set_aside(path)?;
                 continue;
             }
-            let expected_first = segments.last().map(|s: &Segment| s.last + 1);
-            if expected_first.is_some_and(|e| e != first) {
+            let expected_first = segments.last().map(|s| s.last + 1);
+            if let Some(expected) = expected_first.filter(|&e| e != first) {
                 warnings.push(format!(
-                    "segment {} starts at {first}, not {}: removing it and later ones",
-                    path.display(),
-                    expected_first.unwrap_or(first)
+                    "segment {} starts at {first}, not {expected}: setting it and later ones aside",
+                    path.display()
                 ));
-                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+                set_aside(path)?;
                 cut = true;
                 continue;
             }
-            let (seg_entries, index, problem) = scan_segment(&path, first)?;
-            let mut bytes = std::fs::metadata(&path)
-                .map_err(|e| Error::io("reading log segment", &path, e))?
+            let prev_epoch = segments.last().map_or(0, |s| s.last_epoch);
+            let (seg_entries, index, problem) = scan_segment(path, first, prev_epoch)?;
+            let mut bytes = std::fs::metadata(path)
+                .map_err(|e| Error::io("reading log segment", path, e))?
                 .len();
             if let Some((pos, why)) = problem {
+                let damaged_at = first + seg_entries.len() as u64;
+                let next_first = files.get(i + 1).map(|(f, _)| *f);
+                if damaged_at <= snap_pos.offset
+                    && next_first.is_some_and(|n| n <= snap_pos.offset + 1)
+                {
+                    // Everything in this segment and before it is covered by the snapshot.
+                    warnings.push(format!(
+                        "partition {partition}: log segment {} is damaged at offset {damaged_at} \
+                         ({why}), behind the snapshot at {}; setting it and older segments aside",
+                        path.display(),
+                        snap_pos.offset
+                    ));
+                    for s in segments.drain(..) {
+                        set_aside(&s.path)?;
+                    }
+                    set_aside(path)?;
+                    entries.clear();
+                    continue;
+                }
+                if damaged_at <= snap_pos.offset {
+                    return Err(Error::Unrecoverable {
+                        partition,
+                        dir,
+                        reason: format!(
+                            "log segment {} is damaged at offset {damaged_at} ({why}), behind the \
+                             snapshot at {}, and holds entries after the snapshot that cannot be \
+                             read past the damage; restore the directory from a backup, or remove \
+                             it and let the node resync from a replica",
+                            path.display(),
+                            snap_pos.offset
+                        ),
+                    });
+                }
                 warnings.push(format!(
                     "partition {partition}: log damaged in {} at byte {pos}: {why}; \
                      truncating {} bytes, recovering to offset {}",
                     path.display(),
                     bytes - pos,
-                    first + seg_entries.len() as u64 - 1
+                    damaged_at - 1
                 ));
                 let f = OpenOptions::new()
                     .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io("opening log segment", &path, e))?;
+                    .open(path)
+                    .map_err(|e| Error::io("opening log segment", path, e))?;
                 f.set_len(pos)
                     .and_then(|()| f.sync_all())
-                    .map_err(|e| Error::io("truncating log segment", &path, e))?;
+                    .map_err(|e| Error::io("truncating log segment", path, e))?;
                 bytes = pos;
                 cut = true;
             }
-            let last_epoch = seg_entries.last().map_or(0, |e| e.epoch);
+            let last_epoch = seg_entries.last().map_or(prev_epoch, |e| e.epoch);
             segments.push(Segment {
                 first,
                 last: first + seg_entries.len() as u64 - 1,
-                path,
+                path: path.clone(),
                 bytes,
                 index,
                 last_epoch,
             });
             entries.extend(seg_entries);
         }
-        // Empty segments other than the last carry nothing; an empty last one is reused.
-        let log_first = segments.first().map_or(1, |s| s.first);
-        let log_last = segments.last().map_or(0, |s| s.last);
+        let log_first = segments.first().map_or(snap_pos.offset + 1, |s| s.first);
+        let log_last = segments.last().map_or(snap_pos.offset, |s| s.last);
 
         if loaded.is_none() && refused > 0 && log_first > 1 {
             return Err(Error::Unrecoverable {
@@ -292,24 +337,34 @@ impl DiskStore {
                 ),
             });
         }
-        if log_first > snap_pos.offset + 1 && log_last >= log_first {
+        if log_first > snap_pos.offset + 1 {
             return Err(Error::Unrecoverable {
                 partition,
                 dir,
                 reason: format!(
                     "the log starts at offset {log_first} but the newest valid snapshot ends at \
-                     {}: offsets in between are missing",
+                     {}: offsets in between are missing; restore the directory from a backup, \
+                     or remove it and let the node resync from a replica",
                     snap_pos.offset
                 ),
             });
         }
         if log_last < snap_pos.offset {
             // The snapshot covers the whole log (its tail was still buffered when the process
-            // stopped, or was cut above): start a fresh log after it.
+            // stopped, or was cut above): the log restarts after it. Older snapshots needed that
+            // log, so they can no longer be a fallback: set them aside too.
             for s in segments.drain(..) {
-                std::fs::remove_file(&s.path).map_err(|e| Error::io("removing", &s.path, e))?;
+                set_aside(&s.path)?;
             }
             entries.clear();
+            let newest = snapshots.len().saturating_sub(1);
+            for (_, old) in snapshots.drain(..newest) {
+                warnings.push(format!(
+                    "setting aside {}: the log it needs is gone",
+                    old.display()
+                ));
+                set_aside(&old)?;
+            }
         }
         if segments.is_empty() {
             let first = snap_pos.offset + 1;
@@ -349,6 +404,7 @@ impl DiskStore {
                 snapshot_last: snap_pos,
                 written: last.offset,
                 synced: last.offset,
+                truncations: 0,
                 buf: Vec::new(),
                 failed: None,
             }),
@@ -396,6 +452,7 @@ impl DiskStore {
     }
 
     fn read_segment_from(
+        partition: u32,
         seg: &Segment,
         from: u64,
         max_bytes: usize,
@@ -426,7 +483,7 @@ impl DiskStore {
                 }
                 Decoded::Incomplete | Decoded::Corrupt(_) => {
                     return Err(Error::CorruptEntry {
-                        partition: 0,
+                        partition,
                         offset,
                         reason: format!("log segment {} damaged while open", seg.path.display()),
                     });
@@ -503,6 +560,16 @@ impl LogStore for DiskStore {
             dir: self.dir.clone(),
             reason: "no active log segment".into(),
         })?;
+        if seg.last < seg.first && seg.first != first.offset {
+            return Err(Error::Unrecoverable {
+                partition: self.partition,
+                dir: self.dir.clone(),
+                reason: format!(
+                    "the active log segment starts at {} but the next entry is {}",
+                    seg.first, first.offset
+                ),
+            });
+        }
         let base = seg.bytes;
         let mut positions = Vec::new();
         for e in entries {
@@ -540,7 +607,7 @@ impl LogStore for DiskStore {
     }
 
     fn sync(&self) -> Result<u64, Error> {
-        let (file, upto, path) = {
+        let (file, upto, path, generation) = {
             let inner = self.inner.lock();
             if inner.synced >= inner.written {
                 return Ok(inner.synced);
@@ -550,17 +617,27 @@ impl LogStore for DiskStore {
                 .last()
                 .map(|s| s.path.clone())
                 .unwrap_or_default();
-            (inner.active.clone(), inner.written, path)
+            (inner.active.clone(), inner.written, path, inner.truncations)
         };
         // Without the lock: appends continue, and the next sync covers them.
         file.sync_data()
             .map_err(|e| Error::io("syncing log segment", path, e))?;
         let mut inner = self.inner.lock();
-        inner.synced = inner.synced.max(upto);
+        if inner.truncations == generation {
+            inner.synced = inner.synced.max(upto);
+        }
         Ok(inner.synced)
     }
 
     fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error> {
+        let first = self.first_offset();
+        if from < first {
+            return Err(Error::Trimmed {
+                partition: self.partition,
+                from,
+                first,
+            });
+        }
         let inner = self.inner.lock();
         let mut out = Vec::new();
         let mut budget = max_bytes.max(1);
@@ -569,7 +646,7 @@ impl LogStore for DiskStore {
             .iter()
             .filter(|s| s.last >= from && s.last >= s.first)
         {
-            let taken = Self::read_segment_from(seg, from, budget, &mut out)?;
+            let taken = Self::read_segment_from(self.partition, seg, from, budget, &mut out)?;
             if taken >= budget {
                 break;
             }
@@ -606,7 +683,7 @@ impl LogStore for DiskStore {
                     },
                 )?;
                 let mut one = Vec::new();
-                Self::read_segment_from(seg, offset, 1, &mut one)?;
+                Self::read_segment_from(self.partition, seg, offset, 1, &mut one)?;
                 let e = one.first().ok_or(Error::BadTruncate {
                     partition: self.partition,
                     offset,
@@ -675,6 +752,7 @@ impl LogStore for DiskStore {
         inner.last = new_last;
         inner.written = offset;
         inner.synced = offset;
+        inner.truncations += 1;
         Ok(())
     }
 
@@ -941,6 +1019,76 @@ mod tests {
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("recovered from damaged snapshots and a partial log"),
         }
+    }
+
+    /// Writes `count` entries in batches into small segments, snapshotting at `snap`.
+    fn segmented_with_snapshot(disk: &Disk, count: u64, snap: u64) {
+        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
+        let mut s = super::super::KvState::new(0);
+        for batch in entries(1, 1, count).chunks(10) {
+            store.append(batch.to_vec()).expect("append");
+            for e in batch {
+                s.apply(e).expect("apply");
+                if e.offset == snap {
+                    store.save_snapshot(&s.snapshot()).expect("snapshot");
+                }
+            }
+        }
+        store.sync().expect("sync");
+    }
+
+    fn flip_in(path: &Path, at: usize) {
+        let mut bytes = std::fs::read(path).expect("read");
+        bytes[at] ^= 0x40;
+        std::fs::write(path, &bytes).expect("write");
+    }
+
+    #[test]
+    fn damage_behind_the_snapshot_keeps_every_entry_after_it() {
+        let disk = Disk::new(DiskStoreConfig {
+            segment_bytes: 4096,
+            backlog_bytes: 1 << 30,
+            keep_snapshots: 2,
+        });
+        segmented_with_snapshot(&disk, 400, 300);
+        let segs = list(&disk.path().join("log"), ".log").expect("list");
+        assert!(segs.len() >= 4, "{} segments", segs.len());
+        // Damage the first segment, wholly behind the snapshot at 300.
+        flip_in(&segs[0].1, 30);
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("recovers");
+        assert_eq!(
+            store.last().offset,
+            400,
+            "every entry after the snapshot is kept"
+        );
+        assert_eq!(recovered.snapshot.map(|s| s.meta.at.offset), Some(300));
+        assert_eq!(recovered.entries.first().map(|e| e.offset), Some(301));
+        assert_eq!(recovered.entries.len(), 100);
+        assert!(
+            segs[0].1.with_extension("log.corrupt").exists(),
+            "set aside, not deleted"
+        );
+    }
+
+    #[test]
+    fn damage_in_a_segment_spanning_the_snapshot_is_refused_not_deleted() {
+        let disk = Disk::new(DiskStoreConfig {
+            segment_bytes: 1 << 20,
+            backlog_bytes: 1 << 30,
+            keep_snapshots: 2,
+        });
+        segmented_with_snapshot(&disk, 100, 60);
+        let segs = list(&disk.path().join("log"), ".log").expect("list");
+        assert_eq!(segs.len(), 1, "one segment holds offsets 1..=100");
+        flip_in(&segs[0].1, 30);
+        match DiskStore::open(disk.path(), 0, disk.cfg) {
+            Err(Error::Unrecoverable { reason, .. }) => {
+                assert!(reason.contains("behind the snapshot"), "{reason}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened a log whose entries after the snapshot cannot be read"),
+        }
+        assert!(segs[0].1.exists(), "nothing was deleted");
     }
 
     #[test]

@@ -139,7 +139,13 @@ impl LogStore for MemoryStore {
 
     fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error> {
         let mut inner = self.inner.lock();
-        let from = from.max(inner.first);
+        if from < inner.first {
+            return Err(Error::Trimmed {
+                partition: self.partition,
+                from,
+                first: inner.first,
+            });
+        }
         if from > inner.last.offset {
             return Ok(Vec::new());
         }
@@ -265,7 +271,14 @@ mod tests {
         );
         assert!(store.first_offset() > 4_000, "old entries were dropped");
         assert_eq!(store.last().offset, 5_000);
-        let read = store.read(1, usize::MAX).expect("read");
+        assert!(
+            matches!(
+                store.read(1, usize::MAX),
+                Err(Error::Trimmed { from: 1, .. })
+            ),
+            "reading trimmed offsets is an error, not a silent jump"
+        );
+        let read = store.read(store.first_offset(), usize::MAX).expect("read");
         assert_eq!(read.first().map(|e| e.offset), Some(store.first_offset()));
         assert_eq!(read.last().map(|e| e.offset), Some(5_000));
     }

@@ -26,6 +26,7 @@ pub(crate) mod suite;
 
 pub use disk::{DiskStore, DiskStoreConfig};
 pub use memory::MemoryStore;
+pub use record::MAX_RECORD_LEN;
 pub use snapshot::{SnapshotData, SnapshotMeta};
 pub use state::{
     IncrError, Item, KvState, SetCondition, SetExpiry, SetOutcome, Ttl, digest_hex, entry,

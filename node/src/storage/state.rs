@@ -535,8 +535,9 @@ impl KvState {
     pub fn decide_batch(
         &self,
         ops: &[proto::BatchOp],
+        max_reply_bytes: usize,
         now_ms: i64,
-    ) -> (Vec<proto::BatchResult>, Option<Command>) {
+    ) -> Result<(Vec<proto::BatchResult>, Option<Command>), usize> {
         use proto::{batch_op::Op, batch_result::Result as R};
         // What earlier operations of the batch did to a key: Some(item) written, None deleted.
         let mut view: HashMap<&[u8], Option<Item>> = HashMap::new();
@@ -548,10 +549,15 @@ impl KvState {
                 None => self.get(key, now_ms).cloned(),
             }
         };
+        let mut reply_bytes = 0usize;
         for op in ops {
             let result = match &op.op {
                 Some(Op::Get(g)) => {
                     let item = current(&view, &g.key);
+                    reply_bytes += item.as_ref().map_or(0, |i| i.value.len());
+                    if reply_bytes > max_reply_bytes {
+                        return Err(reply_bytes);
+                    }
                     R::Get(proto::GetResponse {
                         found: item.is_some(),
                         ttl_ms: item
@@ -619,7 +625,7 @@ impl KvState {
                 cmd: Some(Cmd::Batch(CommandBatch { commands })),
             }),
         };
-        (results, command)
+        Ok((results, command))
     }
 
     /// Decides FLUSHALL for this partition.
@@ -661,8 +667,31 @@ impl KvState {
         end: &[u8],
         limit: usize,
         now_ms: i64,
+        filter: impl FnMut(&[u8]) -> bool,
+    ) -> (Vec<KeyValue>, Option<Bytes>) {
+        self.scan_page(start, end, limit, usize::MAX, true, now_ms, filter)
+    }
+
+    /// Like [`KvState::scan`], also stopping once the page holds `max_bytes` of keys and values
+    /// (it may pass the budget by the one entry that reached it), and copying values only when
+    /// `with_values`. An empty or reversed range is an empty page.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a page request has this many parts"
+    )]
+    pub fn scan_page(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        max_bytes: usize,
+        with_values: bool,
+        now_ms: i64,
         mut filter: impl FnMut(&[u8]) -> bool,
     ) -> (Vec<KeyValue>, Option<Bytes>) {
+        if !end.is_empty() && end <= start {
+            return (Vec::new(), None);
+        }
         let upper = if end.is_empty() {
             Bound::Unbounded
         } else {
@@ -672,6 +701,7 @@ impl KvState {
         // Visit at most a bounded number of keys per page, so a selective pattern cannot make
         // one call walk the whole partition.
         let visit_budget = limit.saturating_mul(10).max(1000);
+        let mut bytes = 0usize;
         self.order.borrow_mut().settle(&self.map);
         let order = self.order.borrow();
         for (visited, key) in order
@@ -680,16 +710,22 @@ impl KvState {
             .enumerate()
         {
             let key = &key.0;
-            if out.len() >= limit || visited >= visit_budget {
+            if out.len() >= limit || visited >= visit_budget || bytes >= max_bytes {
                 return (out, Some(key.clone()));
             }
             let Some(item) = self.map.get(key) else {
                 continue;
             };
             if item.live(now_ms) && filter(key) {
+                let value = if with_values {
+                    item.value.to_vec()
+                } else {
+                    Vec::new()
+                };
+                bytes += key.len() + value.len();
                 out.push(KeyValue {
                     key: key.to_vec(),
-                    value: item.value.to_vec(),
+                    value,
                     expire_at_ms: item.expire_at_ms,
                 });
             }
@@ -835,6 +871,38 @@ mod tests {
             let b = [shared, b].concat();
             proptest::prop_assert_eq!(compare_keys(&a, &b), a.as_slice().cmp(b.as_slice()));
         }
+    }
+
+    #[test]
+    fn a_reversed_or_empty_range_is_an_empty_page_and_budgets_bound_a_page() {
+        let mut s = KvState::new(0);
+        for i in 0..50 {
+            apply(
+                &mut s,
+                put(
+                    Bytes::from(format!("k{i:02}")),
+                    Bytes::from(vec![b'v'; 100]),
+                    0,
+                ),
+            );
+        }
+        assert_eq!(
+            s.scan(b"k40", b"k10", 10, NOW, |_| true),
+            (Vec::new(), None)
+        );
+        assert_eq!(
+            s.scan(b"k20", b"k20", 10, NOW, |_| true),
+            (Vec::new(), None)
+        );
+        let (page, next) = s.scan_page(b"", b"", 50, 350, true, NOW, |_| true);
+        // 103-byte entries: 309 bytes is under the budget, so a fourth is taken (412), then stop.
+        assert_eq!(page.len(), 4, "the page stops once it holds 350 bytes");
+        assert_eq!(next, Some(Bytes::from("k04")));
+        let (keys, _) = s.scan_page(b"", b"", 5, usize::MAX, false, NOW, |_| true);
+        assert!(
+            keys.iter().all(|kv| kv.value.is_empty()),
+            "keys only copies no value"
+        );
     }
 
     #[test]
@@ -1042,7 +1110,9 @@ mod tests {
                 read: None,
             })),
         ];
-        let (results, command) = s.decide_batch(&ops, NOW);
+        let (results, command) = s
+            .decide_batch(&ops, usize::MAX, NOW)
+            .expect("within budget");
         let found: Vec<Option<bool>> = results
             .iter()
             .map(|r| match &r.result {

@@ -14,6 +14,8 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
     let max = ctx.limits.max_keys_per_call;
     let now = now_ms();
     let mut found: Vec<Bytes> = Vec::new();
+    let mut bytes = 0usize;
+    let max_bytes = ctx.limits.max_reply_bytes;
     for p in ctx.engine.partitions() {
         let mut too_many = false;
         p.read(|s| {
@@ -23,7 +25,8 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
                 }
                 let live = item.expire_at_ms == 0 || item.expire_at_ms > now;
                 if live && key_matches(pattern, key) {
-                    if found.len() >= max {
+                    bytes += key.len();
+                    if found.len() >= max || bytes > max_bytes {
                         too_many = true;
                         return false;
                     }
@@ -35,7 +38,10 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
         if too_many {
             write_error(
                 ctx.out,
-                format!("ERR KEYS would return more than {max} keys (max-keys-per-call); use SCAN"),
+                format!(
+                    "ERR KEYS would return more than {max} keys (max-keys-per-call) or \
+                     {max_bytes} bytes (max-reply-bytes); use SCAN"
+                ),
             );
             return Flow::Continue;
         }

@@ -17,10 +17,25 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
         );
         return Flow::Continue;
     }
+    let values: Vec<Option<Bytes>> = keys
+        .iter()
+        .map(|key| ctx.read_key(key, |s, now| s.get(key, now).map(|i| i.value.clone())))
+        .collect();
+    let bytes: usize = values.iter().flatten().map(Bytes::len).sum();
+    if bytes > ctx.limits.max_reply_bytes {
+        write_error(
+            ctx.out,
+            format!(
+                "ERR reply of {bytes} bytes exceeds max-reply-bytes ({})",
+                ctx.limits.max_reply_bytes
+            ),
+        );
+        return Flow::Continue;
+    }
     write_array_header(ctx.out, keys.len());
-    for key in keys {
-        match ctx.read_key(key, |s, now| s.get(key, now).map(|i| i.value.clone())) {
-            Some(v) => write_bulk(ctx.out, &v),
+    for value in &values {
+        match value {
+            Some(v) => write_bulk(ctx.out, v),
             None => write_null(ctx.out),
         }
     }

@@ -85,8 +85,9 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
             break None;
         };
         let want = count.saturating_sub(keys.len()).max(1);
+        let budget = ctx.limits.max_reply_bytes;
         let (page, next_key) = p.read(|s| {
-            s.scan(&at.next_key, &[], want, now, |k| {
+            s.scan_page(&at.next_key, &[], want, budget, false, now, |k| {
                 pattern.as_deref().is_none_or(|pat| key_matches(pat, k))
             })
         });

@@ -26,8 +26,11 @@ pub async fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
     if wanted > acked {
         // The batch's own writes are made durable before the wait, as Redis does.
         if let Err(e) = ctx.commit().await {
-            ctx.engine_error(&e);
-            return Flow::Continue;
+            // Earlier replies of this batch acknowledged writes that did not persist: replace
+            // them with the error and close, as a failed batch commit does.
+            ctx.out.clear();
+            write_error(ctx.out, format!("ERR write not persisted: {e}"));
+            return Flow::Close;
         }
         let wait = async {
             if timeout == 0 {

@@ -14,9 +14,8 @@
 use crate::Error;
 use crate::proto::{Command, LogEntry};
 use crate::storage::{FsyncPolicy, KvState, LogStore, Position, entry};
-use parking_lot::Mutex;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 /// The durable offset, or why the partition stopped.
@@ -58,6 +57,13 @@ pub struct Partition {
     written: AtomicU64,
 }
 
+/// Locks a mutex; a panic while holding it cannot leave a partition half-updated in a way a
+/// later holder could not see (every write applies and queues in one step), so poisoning is
+/// ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Partition {
     /// A partition over a recovered state and its store, writing at `epoch`.
     pub fn new(state: KvState, epoch: u64, store: Arc<dyn LogStore>, fsync: FsyncPolicy) -> Self {
@@ -90,7 +96,7 @@ impl Partition {
 
     /// Reads the state.
     pub fn read<R>(&self, f: impl FnOnce(&KvState) -> R) -> R {
-        f(&self.live.lock().state)
+        f(&lock(&self.live).state)
     }
 
     /// Runs `decide` against the state; if it returns a command, the command is applied at the
@@ -105,7 +111,7 @@ impl Partition {
             let why = self.durable_tx.borrow().failed.clone().unwrap_or_default();
             return Err(self.stopped(&why));
         }
-        let mut live = self.live.lock();
+        let mut live = lock(&self.live);
         let (result, command) = decide(&live.state);
         let Some(command) = command else {
             return Ok((result, None));
@@ -141,14 +147,14 @@ impl Partition {
     /// Hands every queued entry to the store (the operating system). Returns the last offset
     /// the store holds.
     pub fn flush(&self) -> Result<u64, Error> {
-        let _order = self.flush_lock.lock();
+        let _order = lock(&self.flush_lock);
         // Once an append failed, no caller may take "nothing pending" for success: its entry
         // may have been in the batch that failed.
         if self.failed.load(Ordering::Acquire) {
             let why = self.durable_tx.borrow().failed.clone().unwrap_or_default();
             return Err(self.stopped(&why));
         }
-        let pending = std::mem::take(&mut self.live.lock().pending);
+        let pending = std::mem::take(&mut lock(&self.live).pending);
         if pending.is_empty() {
             return Ok(self.store.last().offset);
         }
@@ -177,7 +183,7 @@ impl Partition {
             return Ok(());
         }
         let start = {
-            let mut s = self.sync.lock();
+            let mut s = lock(&self.sync);
             s.requested = s.requested.max(offset);
             !std::mem::replace(&mut s.running, true)
         };
@@ -202,19 +208,19 @@ impl Partition {
         let mut previous = None;
         loop {
             if self.failed.load(Ordering::Acquire) {
-                self.sync.lock().running = false;
+                lock(&self.sync).running = false;
                 return;
             }
             let started = std::time::Instant::now();
             match self.store.sync() {
-                Ok(upto) if previous == Some(upto) && self.sync.lock().requested > upto => {
+                Ok(upto) if previous == Some(upto) && lock(&self.sync).requested > upto => {
                     // Nothing more can become durable: the requested offsets never reached the
                     // log. Waiters must not wait forever.
                     self.fail(
                         format!("offsets up to {upto} are durable but more were awaited"),
                         "fsync",
                     );
-                    self.sync.lock().running = false;
+                    lock(&self.sync).running = false;
                     return;
                 }
                 Ok(upto) => {
@@ -225,7 +231,7 @@ impl Partition {
                         d.offset = d.offset.max(upto);
                         moved
                     });
-                    let mut s = self.sync.lock();
+                    let mut s = lock(&self.sync);
                     if s.requested <= upto {
                         s.running = false;
                         return;
@@ -233,7 +239,7 @@ impl Partition {
                 }
                 Err(e) => {
                     self.fail(e.to_string(), "fsync");
-                    self.sync.lock().running = false;
+                    lock(&self.sync).running = false;
                     return;
                 }
             }
@@ -273,7 +279,7 @@ impl Partition {
             return Ok(false);
         }
         let snapshot = {
-            let mut live = self.live.lock();
+            let mut live = lock(&self.live);
             if live.since_snapshot < threshold {
                 return Ok(false);
             }
@@ -296,12 +302,12 @@ impl Partition {
 
     /// The epoch writes are made at.
     pub fn epoch(&self) -> u64 {
-        self.live.lock().epoch
+        lock(&self.live).epoch
     }
 
     /// The position of the last applied entry.
     pub fn last(&self) -> Position {
-        self.live.lock().state.last()
+        lock(&self.live).state.last()
     }
 
     /// Whether the partition stopped taking writes after a failed log write or fsync.

@@ -952,15 +952,7 @@ mod tests {
     #[test]
     fn a_damaged_snapshot_is_refused_and_the_older_one_is_used() {
         let disk = Disk::new(DiskStoreConfig::default());
-        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
-        store.append(entries(1, 1, 30)).expect("append");
-        let mut s = super::super::KvState::new(0);
-        for e in store.read(1, usize::MAX).expect("read") {
-            s.apply(&e).expect("apply");
-            if e.offset == 10 || e.offset == 20 {
-                store.save_snapshot(&s.snapshot()).expect("snapshot");
-            }
-        }
+        let (store, s) = fill(&disk, 30, 30, |o| o == 10 || o == 20);
         drop(store);
         let newest = disk.path().join("snap").join(format!("{:020}.snap", 20));
         let mut bytes = std::fs::read(&newest).expect("read");
@@ -996,15 +988,7 @@ mod tests {
     #[test]
     fn without_a_valid_snapshot_or_the_full_log_recovery_fails_clearly() {
         let disk = Disk::new(small());
-        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
-        let mut s = super::super::KvState::new(0);
-        for batch in entries(1, 1, 600).chunks(20) {
-            store.append(batch.to_vec()).expect("append");
-            for e in batch {
-                s.apply(e).expect("apply");
-            }
-            store.save_snapshot(&s.snapshot()).expect("snapshot");
-        }
+        let (store, _) = fill(&disk, 600, 20, |o| o % 20 == 0);
         assert!(store.first_offset() > 1, "old segments were dropped");
         drop(store);
         for (_, snap) in list(&disk.path().join("snap"), ".snap").expect("list") {
@@ -1021,20 +1005,28 @@ mod tests {
         }
     }
 
-    /// Writes `count` entries in batches into small segments, snapshotting at `snap`.
-    fn segmented_with_snapshot(disk: &Disk, count: u64, snap: u64) {
+    /// Opens the store, appends `count` entries in batches of `chunk`, applies them to a state,
+    /// and snapshots after every entry whose offset `snapshot_at` picks. Returns the open store
+    /// and the state.
+    fn fill(
+        disk: &Disk,
+        count: u64,
+        chunk: usize,
+        snapshot_at: impl Fn(u64) -> bool,
+    ) -> (DiskStore, super::super::KvState) {
         let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
         let mut s = super::super::KvState::new(0);
-        for batch in entries(1, 1, count).chunks(10) {
+        for batch in entries(1, 1, count).chunks(chunk) {
             store.append(batch.to_vec()).expect("append");
             for e in batch {
                 s.apply(e).expect("apply");
-                if e.offset == snap {
+                if snapshot_at(e.offset) {
                     store.save_snapshot(&s.snapshot()).expect("snapshot");
                 }
             }
         }
         store.sync().expect("sync");
+        (store, s)
     }
 
     fn flip_in(path: &Path, at: usize) {
@@ -1050,7 +1042,7 @@ mod tests {
             backlog_bytes: 1 << 30,
             keep_snapshots: 2,
         });
-        segmented_with_snapshot(&disk, 400, 300);
+        drop(fill(&disk, 400, 10, |o| o == 300));
         let segs = list(&disk.path().join("log"), ".log").expect("list");
         assert!(segs.len() >= 4, "{} segments", segs.len());
         // Damage the first segment, wholly behind the snapshot at 300.
@@ -1077,7 +1069,7 @@ mod tests {
             backlog_bytes: 1 << 30,
             keep_snapshots: 2,
         });
-        segmented_with_snapshot(&disk, 100, 60);
+        drop(fill(&disk, 100, 10, |o| o == 60));
         let segs = list(&disk.path().join("log"), ".log").expect("list");
         assert_eq!(segs.len(), 1, "one segment holds offsets 1..=100");
         flip_in(&segs[0].1, 30);
@@ -1094,17 +1086,7 @@ mod tests {
     #[test]
     fn segments_are_dropped_only_behind_the_older_snapshot_and_the_backlog() {
         let disk = Disk::new(small());
-        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
-        let mut s = super::super::KvState::new(0);
-        for batch in entries(1, 1, 2000).chunks(25) {
-            store.append(batch.to_vec()).expect("append");
-            for e in batch {
-                s.apply(e).expect("apply");
-            }
-            if batch.last().is_some_and(|e| e.offset % 500 == 0) {
-                store.save_snapshot(&s.snapshot()).expect("snapshot");
-            }
-        }
+        let (store, _) = fill(&disk, 2000, 25, |o| o % 500 == 0);
         let older_snapshot = 1500;
         let first = store.first_offset();
         assert!(first > 1, "something was dropped");

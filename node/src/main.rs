@@ -74,7 +74,7 @@ struct Args {
     /// Largest request accepted, in bytes.
     #[arg(long, default_value_t = 128 << 20)]
     max_request_bytes: usize,
-    /// Most RESP client connections at once.
+    /// Most client connections at once, RESP and gRPC each.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
     /// Most keys one KEYS, MGET or scan page may return.
@@ -188,7 +188,7 @@ async fn run(args: Args) -> Result<(), String> {
     let service = server::grpc::Service::new(Arc::clone(&engine), limits, node);
     let grpc_task = {
         let mut shutdown = shutdown.clone();
-        let incoming = tokio_stream_listener(grpc);
+        let incoming = server::grpc::limited_incoming(grpc, limits.max_connections);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service.kv())
@@ -238,12 +238,6 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("syncing the log at shutdown: {e}"))?;
     tracing::info!("log synced; bye");
     Ok(())
-}
-
-fn tokio_stream_listener(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
 }
 
 async fn wait_for_signal() {

@@ -275,3 +275,43 @@ fn the_partita_cli_reads_writes_and_shows_status() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach 127.0.0.1:1"));
 }
+
+#[tokio::test]
+async fn grpc_connections_past_the_limit_are_refused_and_the_others_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&dir.path().join("data"), &["--max-connections", "1"]);
+    let (mut kv, _) = clients(&node).await;
+    kv.put(put("a", "1")).await.unwrap();
+    let second = async {
+        let ch = tonic::transport::Channel::from_shared(format!("http://{}", node.grpc))
+            .unwrap()
+            .connect()
+            .await?;
+        KvClient::new(ch)
+            .get(GetRequest {
+                key: "a".into(),
+                read: None,
+            })
+            .await
+            .map_err(|s| Box::new(s) as Box<dyn std::error::Error>)?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    };
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(20), second).await;
+    assert!(
+        matches!(refused, Ok(Err(_))),
+        "a second connection is refused: {refused:?}"
+    );
+    assert!(
+        kv.get(GetRequest {
+            key: "a".into(),
+            read: None
+        })
+        .await
+        .is_ok()
+    );
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the refusal in the log",
+        || node.stderr().contains("refusing a gRPC connection"),
+    );
+}

@@ -16,6 +16,80 @@ use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// A gRPC connection holding one of the node's connection slots while it is open.
+pub struct Limited {
+    stream: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Limited {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Limited {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Limited {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// The listener's connections, at most `max` open at once. gRPC has no way to send an error
+/// before the HTTP/2 handshake, so a connection past the limit is closed at once, with a
+/// warning in the node's log, and the client sees the connection refused.
+pub fn limited_incoming(
+    listener: tokio::net::TcpListener,
+    max: usize,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Limited>> {
+    use tokio_stream::StreamExt;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |accepted| {
+        match accepted {
+            Ok(stream) => match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => {
+                    let _ = stream.set_nodelay(true);
+                    Some(Ok(Limited {
+                        stream,
+                        _slot: slot,
+                    }))
+                }
+                Err(_) => {
+                    tracing::warn!("refusing a gRPC connection: max-connections ({max}) are open");
+                    None
+                }
+            },
+            Err(e) => Some(Err(e)),
+        }
+    })
+}
+
 /// Both services over one engine.
 #[derive(Clone)]
 pub struct Service {

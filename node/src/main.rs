@@ -55,7 +55,8 @@ struct Args {
     /// When the log is synced to disk: always, everysec or never.
     #[arg(long, env = "PARTITA_FSYNC", default_value = "everysec")]
     fsync: FsyncPolicy,
-    /// Bytes of log kept per partition for replicas' partial resync.
+    /// Bytes of log kept per partition for replicas' partial resync. A standalone node with
+    /// --in-memory keeps none: it has no replicas.
     #[arg(long, default_value_t = 64 << 20)]
     backlog_bytes: u64,
     /// Bytes per log segment file.
@@ -150,6 +151,8 @@ async fn run(args: Args) -> Result<(), String> {
         backlog_bytes: args.backlog_bytes,
         segment_bytes: args.segment_bytes,
         snapshot_log_bytes: args.snapshot_log_bytes,
+        // A standalone node has no replicas.
+        replicated: !args.standalone,
     };
     let limits = Limits {
         max_key_bytes: args.max_key_bytes,

@@ -70,6 +70,7 @@ fn open(dir: &std::path::Path) -> Engine {
         segment_bytes: 4096,
         // Snapshots are taken when the test asks.
         snapshot_log_bytes: 0,
+        replicated: false,
     })
     .expect("open the engine")
 }

@@ -35,6 +35,10 @@ pub struct EngineConfig {
     pub segment_bytes: u64,
     /// A partition takes a snapshot after this many bytes of log.
     pub snapshot_log_bytes: u64,
+    /// Whether partitions have replicas. Without any (a standalone node), an in-memory node
+    /// keeps no replication backlog, as Redis allocates its backlog only once a replica
+    /// connects; the on-disk log keeps its backlog window either way.
+    pub replicated: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +50,7 @@ impl Default for EngineConfig {
             backlog_bytes: 64 << 20,
             segment_bytes: 64 << 20,
             snapshot_log_bytes: 256 << 20,
+            replicated: true,
         }
     }
 }
@@ -322,10 +327,10 @@ fn open_partition(cfg: &EngineConfig, id: u32) -> Result<Opened, Error> {
             )?;
             (Arc::new(store), recovered)
         }
-        None => (
-            Arc::new(MemoryStore::new(id, cfg.backlog_bytes)),
-            Default::default(),
-        ),
+        None => {
+            let backlog = if cfg.replicated { cfg.backlog_bytes } else { 0 };
+            (Arc::new(MemoryStore::new(id, backlog)), Default::default())
+        }
     };
     let mut state = match recovered.snapshot {
         Some(snapshot) => KvState::from_snapshot(id, snapshot),

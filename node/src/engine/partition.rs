@@ -248,8 +248,9 @@ impl Partition {
 
     fn fail(&self, why: String, what: &str) {
         tracing::error!(partition = self.id, "{what} failed, stopping writes: {why}");
-        self.durable_tx.send_modify(|d| d.failed = Some(why));
+        // The flag first: anyone woken by the notification must already see it set.
         self.failed.store(true, Ordering::Release);
+        self.durable_tx.send_modify(|d| d.failed = Some(why));
     }
 
     /// Syncs the store now (fsync=everysec's tick, and shutdown).

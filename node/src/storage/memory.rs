@@ -110,8 +110,22 @@ impl LogStore for MemoryStore {
         };
         inner.last = Position::new(last.epoch, last.offset);
         inner.scratch.clear();
+        // Entries the window would trim at once are not framed at all: without a backlog only
+        // the newest is kept.
+        let skip = if self.backlog_bytes == 0 {
+            entries.len() - 1
+        } else {
+            0
+        };
+        if skip > 0 {
+            let dropped = inner.ring.len();
+            inner.ring.clear();
+            inner.trimmed += dropped as u64;
+            inner.index.clear();
+            inner.first = entries[skip].offset;
+        }
         let base = inner.trimmed + inner.ring.len() as u64;
-        for e in &entries {
+        for e in &entries[skip..] {
             if e.offset.is_multiple_of(INDEX_EVERY) {
                 inner
                     .index

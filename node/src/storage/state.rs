@@ -90,6 +90,9 @@ fn compare_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 struct OrderIndex {
     settled: BTreeSet<OrderedKey>,
     pending: Vec<Bytes>,
+    /// A key was removed that was not in `settled`, so it may still be in `pending`: the next
+    /// settle must check each pending key is still held.
+    removed_pending: bool,
 }
 
 /// New keys waiting before they join the sorted set.
@@ -104,8 +107,9 @@ impl OrderIndex {
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_unstable_by(|a, b| compare_keys(a, b));
         pending.dedup();
+        let check = std::mem::take(&mut self.removed_pending);
         for key in pending {
-            if map.contains_key(&key) {
+            if !check || map.contains_key(&key) {
                 self.settled.insert(OrderedKey(key));
             }
         }
@@ -343,6 +347,7 @@ impl KvState {
                 let order = self.order.get_mut();
                 order.settled.clear();
                 order.pending.clear();
+                order.removed_pending = false;
                 self.expiries.clear();
                 self.bytes = 0;
             }
@@ -385,7 +390,10 @@ impl KvState {
     fn remove(&mut self, key: &[u8]) -> Option<Item> {
         let (key, item) = self.map.remove_entry(key)?;
         // A key still pending is dropped when the index settles, as it is no longer held.
-        self.order.get_mut().settled.remove(key.as_ref());
+        let order = self.order.get_mut();
+        if !order.settled.remove(key.as_ref()) {
+            order.removed_pending = true;
+        }
         self.bytes -= (key.len() + item.value.len()) as u64;
         if item.expire_at_ms != 0 {
             self.expiries.remove(&(item.expire_at_ms, key));

@@ -152,8 +152,19 @@ impl<'a> Ctx<'a> {
         key: &[u8],
         decide: impl FnOnce(&KvState) -> (R, Option<Command>),
     ) -> Result<R, Error> {
+        self.write_key_at(key, now_ms(), decide)
+    }
+
+    /// Like [`Ctx::write_key`], with the time the decision was made at, so a command reads the
+    /// clock once.
+    pub fn write_key_at<R>(
+        &mut self,
+        key: &[u8],
+        now: i64,
+        decide: impl FnOnce(&KvState) -> (R, Option<Command>),
+    ) -> Result<R, Error> {
         let partition = Arc::clone(self.engine.partition_of(key));
-        self.write_partition(&partition, decide)
+        self.write_partition_at(&partition, now, decide)
     }
 
     /// Runs `decide` on `partition` and records the write, if any.
@@ -162,7 +173,16 @@ impl<'a> Ctx<'a> {
         partition: &Arc<Partition>,
         decide: impl FnOnce(&KvState) -> (R, Option<Command>),
     ) -> Result<R, Error> {
-        let (result, offset) = partition.write(now_ms(), decide)?;
+        self.write_partition_at(partition, now_ms(), decide)
+    }
+
+    fn write_partition_at<R>(
+        &mut self,
+        partition: &Arc<Partition>,
+        now: i64,
+        decide: impl FnOnce(&KvState) -> (R, Option<Command>),
+    ) -> Result<R, Error> {
+        let (result, offset) = partition.write(now, decide)?;
         if let Some(offset) = offset {
             match self
                 .written

@@ -58,7 +58,7 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
         }
         i += 1;
     }
-    let outcome = ctx.write_key(key, |s| {
+    let outcome = ctx.write_key_at(key, now, |s| {
         let o = s.decide_set(key.clone(), value.clone(), condition, expiry, get, now);
         let command = o.command.clone();
         (o, command)

@@ -158,3 +158,33 @@ fn redis_benchmark_runs_unchanged_and_its_writes_are_there() {
     let stderr = node.stderr();
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }
+
+#[test]
+fn an_in_memory_node_serves_writes_expiry_and_scans_without_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&dir.path().join("unused"), &["--in-memory"]);
+    let mut c = node.client();
+    for i in 0..300 {
+        c.send(&["SET", &format!("k{i:03}"), "v"]).unwrap();
+    }
+    for _ in 0..300 {
+        assert_eq!(c.read().unwrap(), common::Reply::Simple("OK".into()));
+    }
+    assert_eq!(c.cmd(&["INCR", "n"]), common::Reply::Int(1));
+    assert_eq!(c.cmd(&["PEXPIRE", "k000", "50"]), common::Reply::Int(1));
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the active expiry",
+        || c.cmd(&["DBSIZE"]) == common::Reply::Int(300),
+    );
+    assert_eq!(
+        cli(&node, &["--scan", "--pattern", "k*"]).lines().count(),
+        299
+    );
+    let info = cli(&node, &["INFO", "persistence"]);
+    assert!(info.contains("aof_enabled:0"), "{info}");
+    assert!(
+        !dir.path().join("unused").exists(),
+        "nothing is written to disk"
+    );
+}

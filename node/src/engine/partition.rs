@@ -31,6 +31,8 @@ struct Live {
     state: KvState,
     epoch: u64,
     pending: Vec<LogEntry>,
+    /// For a store that keeps no entries: the position of the last write not yet handed on.
+    pending_last: Option<Position>,
     /// Bytes of log entries written since the last snapshot.
     since_snapshot: u64,
 }
@@ -55,6 +57,8 @@ pub struct Partition {
     failed: AtomicBool,
     /// Highest offset handed to the store (fsync=everysec and never report it as durable).
     written: AtomicU64,
+    /// Whether the store keeps entries; when it does not, writes are not encoded for it.
+    retain: bool,
 }
 
 /// Locks a mutex; a panic while holding it cannot leave a partition half-updated in a way a
@@ -67,6 +71,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Partition {
     /// A partition over a recovered state and its store, writing at `epoch`.
     pub fn new(state: KvState, epoch: u64, store: Arc<dyn LogStore>, fsync: FsyncPolicy) -> Self {
+        let retain = store.retains_entries();
         let durable = Durability {
             offset: state.last().offset,
             failed: None,
@@ -77,6 +82,7 @@ impl Partition {
                 state,
                 epoch,
                 pending: Vec::new(),
+                pending_last: None,
                 since_snapshot: 0,
             }),
             flush_lock: Mutex::new(()),
@@ -86,6 +92,7 @@ impl Partition {
             durable_tx: watch::channel(durable).0,
             sync: Mutex::new(SyncState::default()),
             failed: AtomicBool::new(false),
+            retain,
         }
     }
 
@@ -120,6 +127,12 @@ impl Partition {
         // and the applied one agree.
         let epoch = live.epoch.max(live.state.last().epoch);
         let at = Position::new(epoch, live.state.last().offset + 1);
+        if !self.retain {
+            // Nothing keeps the entry: apply, and remember where the log now ends.
+            live.state.apply_next(epoch, command);
+            live.pending_last = Some(at);
+            return Ok((result, Some(at.offset)));
+        }
         let e = entry(at, now_ms, &command);
         if e.command.len() + 64 > crate::storage::MAX_RECORD_LEN {
             return Err(Error::LimitExceeded {
@@ -153,6 +166,21 @@ impl Partition {
         if self.failed.load(Ordering::Acquire) {
             let why = self.durable_tx.borrow().failed.clone().unwrap_or_default();
             return Err(self.stopped(&why));
+        }
+        if !self.retain {
+            let Some(last) = lock(&self.live).pending_last.take() else {
+                return Ok(self.store.last().offset);
+            };
+            return match self.store.advance_to(last) {
+                Ok(()) => {
+                    self.written.fetch_max(last.offset, Ordering::Release);
+                    Ok(last.offset)
+                }
+                Err(e) => {
+                    self.fail(e.to_string(), "log write");
+                    Err(e)
+                }
+            };
         }
         let pending = std::mem::take(&mut lock(&self.live).pending);
         if pending.is_empty() {

@@ -245,6 +245,28 @@ impl LogStore for MemoryStore {
     fn durable(&self) -> bool {
         false
     }
+
+    fn retains_entries(&self) -> bool {
+        self.backlog_bytes > 0
+    }
+
+    fn advance_to(&self, last: Position) -> Result<(), Error> {
+        let mut inner = self.inner.lock();
+        if self.backlog_bytes > 0 || last.offset <= inner.last.offset {
+            return Err(Error::OffsetGap {
+                partition: self.partition,
+                expected: inner.last.offset + 1,
+                got: last.offset,
+            });
+        }
+        let dropped = inner.ring.len() as u64;
+        inner.ring.clear();
+        inner.trimmed += dropped;
+        inner.index.clear();
+        inner.first = last.offset + 1;
+        inner.last = last;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +292,30 @@ mod tests {
     fn memory_store_passes_the_shared_suite() {
         // A window larger than the suite's data: trimming is checked separately below.
         suite::run_all(&mut Memory { backlog: 1 << 20 });
+    }
+
+    #[test]
+    fn without_a_backlog_the_store_keeps_only_where_the_log_ends() {
+        let store = MemoryStore::new(3, 0);
+        assert!(!store.retains_entries());
+        store.advance_to(Position::new(1, 10)).expect("advance");
+        assert_eq!(store.last(), Position::new(1, 10));
+        assert_eq!(store.first_offset(), 11, "no entry is held");
+        assert!(store.read(11, usize::MAX).expect("read").is_empty());
+        assert!(
+            store.advance_to(Position::new(1, 10)).is_err(),
+            "never backwards or in place"
+        );
+        store
+            .append(suite::entries(2, 11, 3))
+            .expect("entries still append after it");
+        assert_eq!(store.last(), Position::new(2, 13));
+        let kept = MemoryStore::new(0, 1 << 20);
+        assert!(kept.retains_entries());
+        assert!(
+            kept.advance_to(Position::new(1, 1)).is_err(),
+            "a backlog needs the entries"
+        );
     }
 
     #[test]

@@ -157,4 +157,19 @@ pub trait LogStore: Send + Sync {
     fn snapshot_offset(&self) -> u64;
     /// Whether what was appended survives the process being killed.
     fn durable(&self) -> bool;
+    /// Whether the store keeps entries at all. One that does not (an in-memory store with no
+    /// backlog window: a standalone node without persistence) is moved along with
+    /// [`LogStore::advance_to`], and the caller need not encode entries for it.
+    fn retains_entries(&self) -> bool {
+        true
+    }
+    /// For a store that keeps no entries: the log now ends at `last`, which must be past the
+    /// current end. Stores that keep entries refuse it: they must be given the entries.
+    fn advance_to(&self, last: Position) -> Result<(), Error> {
+        Err(Error::OffsetGap {
+            partition: 0,
+            expected: self.last().offset + 1,
+            got: last.offset,
+        })
+    }
 }

@@ -32,9 +32,13 @@ pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
 pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Node, String> {
     let stderr_path = data_dir.with_extension(format!("stderr-{}", unique()));
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_partita-node"))
-        .args(["--standalone", "--data-dir"])
-        .arg(data_dir)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_partita-node"));
+    command.arg("--standalone");
+    // --in-memory and --data-dir exclude each other.
+    if !extra.contains(&"--in-memory") {
+        command.arg("--data-dir").arg(data_dir);
+    }
+    let mut child = command
         .args([
             "--resp-listen",
             "127.0.0.1:0",

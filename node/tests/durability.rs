@@ -152,25 +152,35 @@ fn damaged_snapshots_over_a_trimmed_log_stop_the_node_with_a_clear_error() {
         "20000",
     ];
     let node = start(&data, &flags);
-    // Enough writes for several snapshots (taken by the once-a-second cycle) and trimmed log.
+    let snaps = || {
+        std::fs::read_dir(data.join("p00000/snap"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "snap"))
+            })
+            .count()
+    };
+    let log_first = || {
+        std::fs::read_dir(data.join("p00000/log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .min()
+            .unwrap()
+    };
+    // Enough writes for several snapshots (taken by the once-a-second cycle) and a trimmed log.
+    // The count is taken before each fill: under load the snapshot may land during it.
     for round in 0..4 {
-        fill(&node, &format!("r{round}-"), 400);
-        let snaps = || std::fs::read_dir(data.join("p00000/snap")).unwrap().count();
         let before = snaps();
-        common::wait_until(Duration::from_secs(10), "a snapshot", || {
-            snaps() > before || before >= 2
+        fill(&node, &format!("r{round}-"), 400);
+        common::wait_until(Duration::from_secs(30), "a snapshot", || {
+            snaps() > before || snaps() >= 2
         });
     }
+    common::wait_until(Duration::from_secs(30), "the log to be trimmed", || {
+        !log_first().ends_with("00000000000000000001.log")
+    });
     assert!(node.terminate(Duration::from_secs(20)));
-    let log_first = std::fs::read_dir(data.join("p00000/log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .min()
-        .unwrap();
-    assert!(
-        !log_first.ends_with("00000000000000000001.log"),
-        "the log was trimmed behind the snapshots"
-    );
     for snap in std::fs::read_dir(data.join("p00000/snap")).unwrap() {
         let path = snap.unwrap().path();
         let mut bytes = std::fs::read(&path).unwrap();

@@ -413,6 +413,100 @@ mod tests {
         }
     }
 
+    /// A store whose fsync waits for the test to open a gate, like a slow disk, and counts.
+    struct Gated {
+        inner: MemoryStore,
+        gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+        syncs: AtomicU64,
+    }
+
+    impl LogStore for Gated {
+        fn last(&self) -> Position {
+            self.inner.last()
+        }
+        fn first_offset(&self) -> u64 {
+            self.inner.first_offset()
+        }
+        fn append(&self, entries: Vec<LogEntry>) -> Result<(), Error> {
+            self.inner.append(entries)
+        }
+        fn sync(&self) -> Result<u64, Error> {
+            let gate = self
+                .gate
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            gate.recv_timeout(Duration::from_secs(30))
+                .map_err(|_| enospc("the test never opened the gate"))?;
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            self.inner.sync()
+        }
+        fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error> {
+            self.inner.read(from, max_bytes)
+        }
+        fn truncate_after(&self, offset: u64) -> Result<(), Error> {
+            self.inner.truncate_after(offset)
+        }
+        fn save_snapshot(&self, snapshot: &SnapshotData) -> Result<(), Error> {
+            self.inner.save_snapshot(snapshot)
+        }
+        fn log_bytes(&self) -> u64 {
+            self.inner.log_bytes()
+        }
+        fn snapshot_offset(&self) -> u64 {
+            self.inner.snapshot_offset()
+        }
+        fn durable(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_one_fsync() {
+        let (open_gate, gate) = std::sync::mpsc::channel();
+        let store = Arc::new(Gated {
+            inner: MemoryStore::new(0, 1 << 20),
+            gate: std::sync::Mutex::new(gate),
+            syncs: AtomicU64::new(0),
+        });
+        let p = Arc::new(Partition::new(
+            KvState::new(0),
+            1,
+            Arc::clone(&store) as Arc<dyn LogStore>,
+            FsyncPolicy::Always,
+        ));
+        // Two writers, as two connections would: each queues, flushes, and waits.
+        let first = set(&p, "a").expect("queued").expect("offset");
+        p.flush().expect("flushed");
+        let w1 = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move { p.wait_durable(first).await }
+        });
+        let second = set(&p, "b").expect("queued").expect("offset");
+        p.flush().expect("flushed");
+        let w2 = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move { p.wait_durable(second).await }
+        });
+        // Once both wait (the first fsync is held at the gate), let exactly one fsync through.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&p.sync).requested < second {
+            assert!(
+                std::time::Instant::now() < until,
+                "the second writer never waited"
+            );
+            tokio::task::yield_now().await;
+        }
+        open_gate.send(()).expect("gate");
+        let (r1, r2) = tokio::join!(w1, w2);
+        assert!(r1.expect("task").is_ok() && r2.expect("task").is_ok());
+        assert_eq!(
+            store.syncs.load(Ordering::SeqCst),
+            1,
+            "one fsync covered both writes"
+        );
+        assert_eq!(p.durable_offset(), second);
+    }
+
     fn partition(fsync: FsyncPolicy) -> (Arc<Partition>, Arc<Flaky>) {
         let store = Arc::new(Flaky {
             inner: MemoryStore::new(0, 1 << 20),

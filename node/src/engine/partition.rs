@@ -356,25 +356,40 @@ impl Partition {
 
 #[cfg(test)]
 mod tests {
-    //! Fail-stop. A full disk cannot be produced safely on a test machine, so these tests wrap
-    //! the real in-memory store in one that fails on demand with the error a full disk gives
-    //! (ENOSPC). The partition only relies on the store returning an error, which this does.
+    //! Fail-stop and group commit. A full or slow disk cannot be produced safely on a test
+    //! machine, so these tests wrap the real in-memory store in one that fails on demand with the
+    //! error a full disk gives (ENOSPC), or holds fsync until the test lets it through. The
+    //! partition relies only on the store returning that error, or returning late.
     use super::*;
     use crate::proto::{PutCommand, command::Cmd};
     use crate::storage::{MemoryStore, SnapshotData};
     use std::time::Duration;
 
-    struct Flaky {
+    /// The real in-memory store, with faults on demand: failing appends or fsyncs with the
+    /// error a full disk gives, and fsyncs held at a gate (a slow disk) and counted.
+    struct TestStore {
         inner: MemoryStore,
         fail_appends: AtomicBool,
         fail_syncs: AtomicBool,
+        gate: Option<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+        syncs: AtomicU64,
     }
 
     fn enospc(what: &'static str) -> Error {
         Error::io(what, "/data", std::io::Error::from_raw_os_error(28))
     }
 
-    impl LogStore for Flaky {
+    fn test_store(gate: Option<std::sync::mpsc::Receiver<()>>) -> Arc<TestStore> {
+        Arc::new(TestStore {
+            inner: MemoryStore::new(0, 1 << 20),
+            fail_appends: AtomicBool::new(false),
+            fail_syncs: AtomicBool::new(false),
+            gate: gate.map(std::sync::Mutex::new),
+            syncs: AtomicU64::new(0),
+        })
+    }
+
+    impl LogStore for TestStore {
         fn last(&self) -> Position {
             self.inner.last()
         }
@@ -388,55 +403,16 @@ mod tests {
             self.inner.append(entries)
         }
         fn sync(&self) -> Result<u64, Error> {
+            if let Some(gate) = &self.gate {
+                let gate = gate
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                gate.recv_timeout(Duration::from_secs(30))
+                    .map_err(|_| enospc("the test never opened the gate"))?;
+            }
             if self.fail_syncs.load(Ordering::SeqCst) {
                 return Err(enospc("syncing log segment"));
             }
-            self.inner.sync()
-        }
-        fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error> {
-            self.inner.read(from, max_bytes)
-        }
-        fn truncate_after(&self, offset: u64) -> Result<(), Error> {
-            self.inner.truncate_after(offset)
-        }
-        fn save_snapshot(&self, snapshot: &SnapshotData) -> Result<(), Error> {
-            self.inner.save_snapshot(snapshot)
-        }
-        fn log_bytes(&self) -> u64 {
-            self.inner.log_bytes()
-        }
-        fn snapshot_offset(&self) -> u64 {
-            self.inner.snapshot_offset()
-        }
-        fn durable(&self) -> bool {
-            true
-        }
-    }
-
-    /// A store whose fsync waits for the test to open a gate, like a slow disk, and counts.
-    struct Gated {
-        inner: MemoryStore,
-        gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
-        syncs: AtomicU64,
-    }
-
-    impl LogStore for Gated {
-        fn last(&self) -> Position {
-            self.inner.last()
-        }
-        fn first_offset(&self) -> u64 {
-            self.inner.first_offset()
-        }
-        fn append(&self, entries: Vec<LogEntry>) -> Result<(), Error> {
-            self.inner.append(entries)
-        }
-        fn sync(&self) -> Result<u64, Error> {
-            let gate = self
-                .gate
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            gate.recv_timeout(Duration::from_secs(30))
-                .map_err(|_| enospc("the test never opened the gate"))?;
             self.syncs.fetch_add(1, Ordering::SeqCst);
             self.inner.sync()
         }
@@ -463,11 +439,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_share_one_fsync() {
         let (open_gate, gate) = std::sync::mpsc::channel();
-        let store = Arc::new(Gated {
-            inner: MemoryStore::new(0, 1 << 20),
-            gate: std::sync::Mutex::new(gate),
-            syncs: AtomicU64::new(0),
-        });
+        let store = test_store(Some(gate));
         let p = Arc::new(Partition::new(
             KvState::new(0),
             1,
@@ -507,12 +479,8 @@ mod tests {
         assert_eq!(p.durable_offset(), second);
     }
 
-    fn partition(fsync: FsyncPolicy) -> (Arc<Partition>, Arc<Flaky>) {
-        let store = Arc::new(Flaky {
-            inner: MemoryStore::new(0, 1 << 20),
-            fail_appends: AtomicBool::new(false),
-            fail_syncs: AtomicBool::new(false),
-        });
+    fn partition(fsync: FsyncPolicy) -> (Arc<Partition>, Arc<TestStore>) {
+        let store = test_store(None);
         let p = Partition::new(
             KvState::new(0),
             1,

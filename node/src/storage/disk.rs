@@ -66,6 +66,18 @@ struct Segment {
 }
 
 impl Segment {
+    /// A segment holding nothing yet, whose first entry will be `first`.
+    fn empty(first: u64, path: PathBuf) -> Self {
+        Self {
+            first,
+            last: first - 1,
+            path,
+            bytes: 0,
+            index: Vec::new(),
+            last_epoch: 0,
+        }
+    }
+
     fn contains(&self, offset: u64) -> bool {
         self.first <= offset && offset <= self.last
     }
@@ -370,14 +382,7 @@ impl DiskStore {
             let first = snap_pos.offset + 1;
             let path = log_dir.join(seg_name(first));
             open_append(&path)?;
-            segments.push(Segment {
-                first,
-                last: first - 1,
-                path,
-                bytes: 0,
-                index: Vec::new(),
-                last_epoch: 0,
-            });
+            segments.push(Segment::empty(first, path));
         }
         sync_dir(&log_dir)?;
         sync_dir(&snap_dir)?;
@@ -439,14 +444,7 @@ impl DiskStore {
         let path = self.dir.join("log").join(seg_name(first));
         inner.active = Arc::new(open_append(&path)?);
         sync_dir(&self.dir.join("log"))?;
-        inner.segments.push(Segment {
-            first,
-            last: first - 1,
-            path,
-            bytes: 0,
-            index: Vec::new(),
-            last_epoch: 0,
-        });
+        inner.segments.push(Segment::empty(first, path));
         inner.synced = inner.written;
         Ok(())
     }
@@ -657,16 +655,7 @@ impl LogStore for DiskStore {
 
     fn truncate_after(&self, offset: u64) -> Result<(), Error> {
         let mut inner = self.inner.lock();
-        if offset < inner.snapshot_last.offset {
-            return Err(Error::BadTruncate {
-                partition: self.partition,
-                offset,
-                reason: format!(
-                    "the newest snapshot already holds offsets up to {}",
-                    inner.snapshot_last.offset
-                ),
-            });
-        }
+        super::check_truncate(self.partition, offset, inner.snapshot_last.offset)?;
         if offset >= inner.last.offset {
             return Ok(());
         }

@@ -183,16 +183,7 @@ impl LogStore for MemoryStore {
     fn truncate_after(&self, offset: u64) -> Result<(), Error> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        if offset < inner.snapshot_last.offset {
-            return Err(Error::BadTruncate {
-                partition: self.partition,
-                offset,
-                reason: format!(
-                    "the newest snapshot already holds offsets up to {}",
-                    inner.snapshot_last.offset
-                ),
-            });
-        }
+        super::check_truncate(self.partition, offset, inner.snapshot_last.offset)?;
         if offset >= inner.last.offset {
             return Ok(());
         }

@@ -105,6 +105,18 @@ pub fn check_continues(partition: u32, last: u64, entries: &[LogEntry]) -> Resul
     Ok(())
 }
 
+/// Checks rule 3 of [`LogStore`]: a truncation may not reach below the newest snapshot.
+pub fn check_truncate(partition: u32, offset: u64, snapshot_offset: u64) -> Result<(), Error> {
+    if offset < snapshot_offset {
+        return Err(Error::BadTruncate {
+            partition,
+            offset,
+            reason: format!("the newest snapshot already holds offsets up to {snapshot_offset}"),
+        });
+    }
+    Ok(())
+}
+
 /// What a store held when it was opened: the newest valid snapshot, and the log entries after
 /// it, in offset order with no gaps.
 #[derive(Debug, Default)]

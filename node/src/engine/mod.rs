@@ -12,7 +12,7 @@ pub use partition::{Durability, Partition};
 use crate::Error;
 use crate::slot::SlotMap;
 use crate::storage::{
-    DiskStore, DiskStoreConfig, FsyncPolicy, KvState, LogStore, MemoryStore, digest_hex,
+    DiskStore, DiskStoreConfig, FsyncPolicy, KvState, LogStore, MemoryStore, digest_hex, xor_digest,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -186,9 +186,7 @@ impl Engine {
         let mut keys = 0u64;
         for p in &self.partitions {
             let (d, n) = p.read(|s| (s.digest(), s.len()));
-            for (a, b) in acc.iter_mut().zip(d) {
-                *a ^= b;
-            }
+            xor_digest(&mut acc, &d);
             keys += n as u64;
         }
         (digest_hex(&acc), keys)

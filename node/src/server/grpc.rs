@@ -183,8 +183,7 @@ impl Service {
 
     fn partition_status(&self, p: &Partition) -> PartitionStatus {
         let last = p.last();
-        let (log_bytes, first, snapshot) = p.log_info();
-        let _ = log_bytes;
+        let (_, first, snapshot) = p.log_info();
         let (keys, bytes, history) = p.read(|s| (s.len(), s.bytes(), s.epoch_history().to_vec()));
         PartitionStatus {
             partition: p.id(),
@@ -553,9 +552,7 @@ impl Admin for Service {
         let mut out = Vec::new();
         for p in &partitions {
             let (d, keys, last) = p.read(|s| (s.digest(), s.len() as u64, s.last()));
-            for (a, b) in acc.iter_mut().zip(d) {
-                *a ^= b;
-            }
+            crate::storage::xor_digest(&mut acc, &d);
             total += keys;
             out.push(PartitionDigest {
                 partition: p.id(),

@@ -30,7 +30,7 @@ pub use record::MAX_RECORD_LEN;
 pub use snapshot::{SnapshotData, SnapshotMeta};
 pub use state::{
     IncrError, Item, KvState, SetCondition, SetExpiry, SetOutcome, Ttl, digest_hex, entry,
-    epoch_marker,
+    epoch_marker, xor_digest,
 };
 
 use crate::Error;

@@ -752,9 +752,7 @@ impl KvState {
             h.update((item.value.len() as u64).to_le_bytes());
             h.update(&item.value);
             h.update(item.expire_at_ms.to_le_bytes());
-            for (a, b) in acc.iter_mut().zip(h.finalize()) {
-                *a ^= b;
-            }
+            xor_digest(&mut acc, &h.finalize().into());
         }
         acc
     }
@@ -783,6 +781,14 @@ impl KvState {
                 return;
             }
         }
+    }
+}
+
+/// Folds `digest` into `acc`. XOR makes the result independent of order, so digests of
+/// keys, partitions or nodes combine into the digest of their union.
+pub fn xor_digest(acc: &mut [u8; 20], digest: &[u8; 20]) {
+    for (a, b) in acc.iter_mut().zip(digest) {
+        *a ^= b;
     }
 }
 

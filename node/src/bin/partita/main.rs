@@ -1,13 +1,16 @@
 //! `partita`: the command-line client. It talks to a node's gRPC address: read and write keys,
-//! scan partitions, and show a node's status.
+//! scan partitions, show a node's status, and administer it (`partita admin`).
+
+mod admin;
+mod connect;
 
 use clap::{Parser, Subcommand};
+use connect::{channel, describe};
 use partita_node::proto::kv_client::KvClient;
 use partita_node::proto::{admin_client::AdminClient, *};
-use prost::Message;
 use std::io::Write;
 use std::process::ExitCode;
-use tonic::transport::Channel;
+use std::time::Duration;
 
 /// Partita command-line client.
 #[derive(Debug, Parser)]
@@ -27,6 +30,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    #[command(flatten)]
+    Client(ClientCmd),
+    /// Administer the node: its full status and digest, and partition role changes.
+    Admin(admin::AdminArgs),
+}
+
+/// Reading and writing keys, and the short status.
+#[derive(Debug, Subcommand)]
+enum ClientCmd {
     /// Print a key's value; exit status 1 when the key is missing.
     Get {
         /// The key.
@@ -87,63 +99,41 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("partita: {e}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("partita: {e}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// A failed call, with the ErrorInfo the node sent when it sent one.
-fn describe(status: tonic::Status) -> String {
-    let mut text = format!("{:?}: {}", status.code(), status.message());
-    if let Ok(info) = ErrorInfo::decode(status.details())
-        && info.code != 0
-    {
-        let code = ErrorCode::try_from(info.code).map_or("?", |c| c.as_str_name());
-        text.push_str(&format!(" [{code}]"));
-        if let Some(p) = info.primary.filter(|p| !p.grpc_addr.is_empty()) {
-            text.push_str(&format!(" primary={} ({})", p.node_id, p.grpc_addr));
-        }
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Cmd::Client(command) => client(&cli.addr, command).await,
+        Cmd::Admin(args) => admin::run(&cli.addr, args).await,
     }
-    text
-}
-
-async fn channel(addr: &str) -> Result<Channel, String> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Channel::from_shared(uri)
-        .map_err(|e| format!("bad address {addr}: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {addr}: {e}"))
 }
 
 #[allow(clippy::print_stdout, reason = "a CLI prints its results")]
-async fn run(cli: Cli) -> Result<ExitCode, String> {
-    let ch = channel(&cli.addr).await?;
+async fn client(addr: &str, command: ClientCmd) -> Result<ExitCode, String> {
+    let ch = channel(addr, Duration::from_secs(5)).await?;
     let mut kv = KvClient::new(ch.clone());
     let mut admin = AdminClient::new(ch);
     let mut out = std::io::stdout().lock();
-    match cli.command {
-        Cmd::Get { key } => {
+    match command {
+        ClientCmd::Get { key } => {
             let r = kv
                 .get(GetRequest {
                     key: key.into_bytes(),
                     read: None,
                 })
                 .await
-                .map_err(describe)?
+                .map_err(|s| describe(&s))?
                 .into_inner();
             if !r.found {
                 eprintln!("(not found)");
@@ -152,7 +142,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             out.write_all(&r.value).map_err(|e| e.to_string())?;
             writeln!(out).map_err(|e| e.to_string())?;
         }
-        Cmd::Put {
+        ClientCmd::Put {
             key,
             value,
             ttl_ms,
@@ -186,7 +176,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     }),
                 })
                 .await
-                .map_err(describe)?
+                .map_err(|s| describe(&s))?
                 .into_inner();
             match r.ack {
                 Some(a) if r.applied => println!(
@@ -199,18 +189,18 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             }
         }
-        Cmd::Del { key } => {
+        ClientCmd::Del { key } => {
             let r = kv
                 .delete(DeleteRequest {
                     key: key.into_bytes(),
                     write: None,
                 })
                 .await
-                .map_err(describe)?
+                .map_err(|s| describe(&s))?
                 .into_inner();
             println!("{}", if r.existed { "deleted" } else { "(not found)" });
         }
-        Cmd::Scan {
+        ClientCmd::Scan {
             partition,
             pattern,
             limit,
@@ -222,7 +212,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     let s = admin
                         .status(StatusRequest { partitions: None })
                         .await
-                        .map_err(describe)?
+                        .map_err(|s| describe(&s))?
                         .into_inner();
                     (0..s.partitions_total).collect()
                 }
@@ -242,7 +232,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                             read: None,
                         })
                         .await
-                        .map_err(describe)?
+                        .map_err(|s| describe(&s))?
                         .into_inner();
                     for e in page.entries {
                         let key = String::from_utf8_lossy(&e.key);
@@ -263,11 +253,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             }
         }
-        Cmd::Status { json } => {
+        ClientCmd::Status { json } => {
             let s = admin
                 .status(StatusRequest { partitions: None })
                 .await
-                .map_err(describe)?
+                .map_err(|s| describe(&s))?
                 .into_inner();
             if json {
                 println!("{}", status_json(&s));

@@ -104,6 +104,121 @@ pub enum Error {
         /// The flag or setting that controls it.
         setting: &'static str,
     },
+    /// A write reached a copy that is not the partition's primary (a replica, or a copy with
+    /// no role yet).
+    #[error(
+        "partition {partition} is not led by this node at epoch {epoch}{}",
+        primary_hint(primary)
+    )]
+    NotPrimary {
+        /// The partition.
+        partition: u32,
+        /// The epoch the node holds.
+        epoch: u64,
+        /// The primary this node follows, if it knows one.
+        primary: Option<crate::proto::NodeAddress>,
+    },
+
+    /// The partition is fenced and accepts no writes until it is given a role at a newer epoch.
+    #[error(
+        "partition {partition} is fenced at epoch {epoch}: it accepts no writes until it is \
+         given a role at a newer epoch"
+    )]
+    Fenced {
+        /// The partition.
+        partition: u32,
+        /// The epoch the node holds.
+        epoch: u64,
+    },
+
+    /// A request carried a lower epoch than the node holds (DESIGN.md, invariant 1).
+    #[error("partition {partition}: epoch {got} is lower than the epoch {held} this node holds")]
+    StaleEpoch {
+        /// The partition.
+        partition: u32,
+        /// The epoch in the request.
+        got: u64,
+        /// The epoch held.
+        held: u64,
+    },
+
+    /// A role change that the epoch rules or the node's state forbid.
+    #[error("partition {partition}: {reason}")]
+    BadRole {
+        /// The partition.
+        partition: u32,
+        /// Why.
+        reason: String,
+    },
+
+    /// The primary refused a write because too few replicas are in sync.
+    #[error(
+        "partition {partition}: {in_sync} replicas in sync, fewer than min-in-sync-replicas \
+         {min}; the write was refused"
+    )]
+    NotEnoughInSync {
+        /// The partition.
+        partition: u32,
+        /// Replicas in sync.
+        in_sync: u32,
+        /// The configured minimum.
+        min: u32,
+    },
+
+    /// A write was applied on the primary but not acknowledged by enough copies in time.
+    #[error(
+        "partition {partition}: write concern {concern} not met within {timeout_ms} ms: \
+         {acked} of {required} copies acknowledged offset {offset}; the write was applied on \
+         the primary and is not rolled back"
+    )]
+    WriteConcernTimeout {
+        /// The partition.
+        partition: u32,
+        /// ONE, QUORUM or ALL.
+        concern: &'static str,
+        /// Copies that had applied it.
+        acked: u32,
+        /// Copies the concern required.
+        required: u32,
+        /// The timeout.
+        timeout_ms: u64,
+        /// The write's offset.
+        offset: u64,
+    },
+
+    /// A promotion waited for the copy to reach an offset, and it did not in time.
+    #[error(
+        "partition {partition}: holds offset {held}, not {wanted}, after waiting {waited_ms} ms"
+    )]
+    NotCaughtUp {
+        /// The partition.
+        partition: u32,
+        /// The offset held.
+        held: u64,
+        /// The offset asked for.
+        wanted: u64,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+
+    /// A replication stream broke a rule, or the link to the primary failed.
+    #[error("partition {partition}: replication: {reason}")]
+    Replication {
+        /// The partition.
+        partition: u32,
+        /// What happened.
+        reason: String,
+    },
+}
+
+fn primary_hint(primary: &Option<crate::proto::NodeAddress>) -> String {
+    match primary {
+        Some(p) if !p.node_id.is_empty() && p.node_id != p.grpc_addr => {
+            format!("; its primary is {} at {}", p.node_id, p.grpc_addr)
+        }
+        Some(p) => format!("; its primary is at {}", p.grpc_addr),
+        None => "; it knows no primary for it".into(),
+    }
 }
 
 impl Error {

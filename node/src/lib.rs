@@ -1,13 +1,15 @@
 //! Partita node: partition storage, replication, and the gRPC and RESP front ends.
 //!
-//! Today this crate holds the wire contract ([`proto`]) and the key-to-partition mapping
-//! ([`slot`]); storage, replication and the servers grow here (DESIGN.md, "Node").
+//! - [`storage`]: a partition's state, log and snapshots; [`engine`]: the node's partitions;
+//! - [`replication`]: roles, epochs, and the primary/replica streams;
+//! - [`server`]: the gRPC and RESP front ends; [`proto`]: the wire contract.
 
 pub mod engine;
 pub mod error;
 pub mod glob;
 pub mod metrics;
 pub mod proto;
+pub mod replication;
 pub mod server;
 pub mod slot;
 pub mod storage;

@@ -2,7 +2,9 @@
 //! the listeners and waits for a signal; everything else is the `partita_node` library.
 //!
 //! `partita-node --standalone` runs one node that is primary of every partition and needs no
-//! operator: the embedded default for trying Partita out.
+//! operator: the embedded default for trying Partita out. Without `--standalone` the node takes
+//! each partition's role from its data directory, or waits for the operator (or
+//! `partita admin`) to assign one, and replicates over gRPC.
 
 use clap::Parser;
 
@@ -12,7 +14,9 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use partita_node::engine::{Engine, EngineConfig};
-use partita_node::proto::NodeAddress;
+use partita_node::proto::{NodeAddress, WriteConcern};
+use partita_node::replication::{Replication, ReplicationConfig, primary};
+use partita_node::server::grpc::WriteDefaults;
 use partita_node::server::{self, Limits};
 use partita_node::storage::FsyncPolicy;
 use std::net::SocketAddr;
@@ -27,7 +31,7 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(name = "partita-node", version, about)]
 struct Args {
-    /// Be primary of every partition, with no operator. Required until replication lands.
+    /// Be primary of every partition, with no operator and no replicas.
     #[arg(long)]
     standalone: bool,
     /// This node's identity (the pod name under the operator).
@@ -87,6 +91,38 @@ struct Args {
     /// How long a graceful shutdown waits for in-flight requests.
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     shutdown_timeout: u64,
+    /// Host other nodes and clients reach this node at (the pod IP under the operator);
+    /// defaults to the listeners' own addresses.
+    #[arg(long, env = "PARTITA_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
+    /// Write concern of gRPC writes that do not set one: one, quorum or all. RESP connections
+    /// start at one, as Redis, and change it with WRITECONCERN.
+    #[arg(long, default_value = "quorum", value_parser = ["one", "quorum", "all"])]
+    write_concern: String,
+    /// How long a write waits for its write concern when the request gives no timeout.
+    #[arg(long, default_value_t = 5000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    write_timeout_ms: u64,
+    /// Most bytes of entries or snapshot data per replication message.
+    #[arg(long, default_value_t = 256 << 10,
+          value_parser = clap::value_parser!(u64).range(4096..=(64 << 20)))]
+    replication_batch_bytes: u64,
+    /// Most bytes queued for one replica and not yet sent. A replica that stops reading holds
+    /// no more of this node's memory than this; once it falls out of the backlog it is cut off
+    /// and resyncs with a snapshot.
+    #[arg(long, default_value_t = 4 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    replica_send_buffer_bytes: u64,
+    /// How often an idle primary sends replicas a heartbeat.
+    #[arg(long, default_value_t = 500, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    heartbeat_ms: u64,
+    /// A replica lagging more than this is not in sync (min-in-sync-replicas, ALL).
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    replica_max_lag_ms: u64,
+    /// Largest snapshot this node accepts from a primary, in bytes.
+    #[arg(long, default_value_t = 64 << 30)]
+    max_snapshot_bytes: u64,
     /// Log format: text or json.
     #[arg(long, env = "PARTITA_LOG_FORMAT", default_value = "text",
           value_parser = ["text", "json"])]
@@ -106,13 +142,6 @@ fn main() -> ExitCode {
         builder.json().init();
     } else {
         builder.init();
-    }
-    if !args.standalone {
-        tracing::error!(
-            "only --standalone is available: roles assigned by the operator need replication, \
-             which this build does not have yet"
-        );
-        return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -153,6 +182,7 @@ async fn run(args: Args) -> Result<(), String> {
         snapshot_log_bytes: args.snapshot_log_bytes,
         // A standalone node has no replicas.
         replicated: !args.standalone,
+        max_lag_ms: args.replica_max_lag_ms,
     };
     let limits = Limits {
         max_key_bytes: args.max_key_bytes,
@@ -183,12 +213,35 @@ async fn run(args: Args) -> Result<(), String> {
     );
 
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let advertise = |a: SocketAddr| match &args.advertise_host {
+        Some(host) => format!("{host}:{}", a.port()),
+        None => a.to_string(),
+    };
     let node = NodeAddress {
         node_id: args.node_id.clone(),
-        grpc_addr: grpc_addr.to_string(),
-        resp_addr: resp_addr.to_string(),
+        grpc_addr: advertise(grpc_addr),
+        resp_addr: advertise(resp_addr),
     };
-    let service = server::grpc::Service::new(Arc::clone(&engine), limits, node);
+    let repl_cfg = ReplicationConfig {
+        node: node.clone(),
+        batch_bytes: args.replication_batch_bytes as usize,
+        send_buffer_bytes: args.replica_send_buffer_bytes,
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        max_lag_ms: args.replica_max_lag_ms,
+        max_snapshot_bytes: args.max_snapshot_bytes,
+    };
+    let repl = Replication::new(Arc::clone(&engine), repl_cfg.clone(), shutdown.clone());
+    let writes = WriteDefaults {
+        concern: match args.write_concern.as_str() {
+            "one" => WriteConcern::One,
+            "all" => WriteConcern::All,
+            _ => WriteConcern::Quorum,
+        },
+        timeout: Duration::from_millis(args.write_timeout_ms),
+    };
+    let service =
+        server::grpc::Service::new(Arc::clone(&engine), limits, node, Arc::clone(&repl), writes);
+    let replication = primary::Service::new(Arc::clone(&engine), repl_cfg);
     let grpc_task = {
         let mut shutdown = shutdown.clone();
         let incoming = server::grpc::limited_incoming(grpc, limits.max_connections);
@@ -196,6 +249,7 @@ async fn run(args: Args) -> Result<(), String> {
             tonic::transport::Server::builder()
                 .add_service(service.kv())
                 .add_service(service.admin())
+                .add_service(replication.server())
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = shutdown.wait_for(|&down| down).await;
                 }),
@@ -213,6 +267,7 @@ async fn run(args: Args) -> Result<(), String> {
         shutdown.clone(),
     ));
     let background = tokio::spawn(Arc::clone(&engine).run_background(shutdown.clone()));
+    repl.start();
     engine.set_ready(true);
     tracing::info!(%resp_addr, %grpc_addr, %http_addr, "partita-node ready");
     // A line for scripts and tests, which may have asked for port 0.

@@ -35,6 +35,13 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+/// Label of a replication sync counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabel {
+    /// `partial`, `truncate` or `full`.
+    pub kind: &'static str,
+}
+
 /// Every metric of the node.
 pub struct Metrics {
     /// Commands executed.
@@ -53,6 +60,8 @@ pub struct Metrics {
     pub log_bytes: Family<PartitionLabel, Gauge>,
     /// Seconds since each partition's last snapshot (since start when none was taken).
     pub snapshot_age_seconds: Family<PartitionLabel, Gauge>,
+    /// Replica streams a primary began, by how they resumed.
+    pub replica_syncs: Family<SyncLabel, Counter>,
     snapshot_unix_ms: Vec<AtomicU64>,
 }
 
@@ -76,6 +85,7 @@ fn build() -> (Metrics, Registry) {
         keys: Family::default(),
         log_bytes: Family::default(),
         snapshot_age_seconds: Family::default(),
+        replica_syncs: Family::default(),
         snapshot_unix_ms: (0..MAX_PARTITIONS)
             .map(|_| AtomicU64::new(now_unix_ms()))
             .collect(),
@@ -113,6 +123,11 @@ fn build() -> (Metrics, Registry) {
         "Seconds since the partition's last snapshot",
         m.snapshot_age_seconds.clone(),
     );
+    r.register(
+        "replica_syncs",
+        "Replica streams begun as a primary, by kind (partial, truncate, full)",
+        m.replica_syncs.clone(),
+    );
     (m, r)
 }
 
@@ -143,6 +158,17 @@ pub fn snapshot_age_seconds(partition: u32) -> i64 {
         .map_or(0, |at| {
             (now_unix_ms().saturating_sub(at.load(Ordering::Relaxed)) / 1000) as i64
         })
+}
+
+/// Counts a replica stream begun as a primary.
+pub fn replica_sync(kind: crate::proto::SyncKind) {
+    let kind = match kind {
+        crate::proto::SyncKind::Partial => "partial",
+        crate::proto::SyncKind::Truncate => "truncate",
+        crate::proto::SyncKind::Full => "full",
+        crate::proto::SyncKind::Unspecified => "unspecified",
+    };
+    get().replica_syncs.get_or_create(&SyncLabel { kind }).inc();
 }
 
 /// The text exposition of every metric.

@@ -3,13 +3,15 @@
 //! `fsync=everysec`, and taking snapshots once enough log has been written.
 //!
 //! A standalone node (`--standalone`) is primary of every partition at epoch 1 or the highest
-//! epoch its log holds; roles from the Admin service arrive with replication (DESIGN.md).
+//! epoch its log holds. Any other node takes each partition's role from the role file kept
+//! beside its log, or starts with none and waits for the Admin service to assign one.
 
 mod partition;
 
 pub use partition::{Durability, Partition};
 
 use crate::Error;
+use crate::replication::role::{self, RoleState};
 use crate::slot::SlotMap;
 use crate::storage::{
     DiskStore, DiskStoreConfig, FsyncPolicy, KvState, LogStore, MemoryStore, digest_hex, xor_digest,
@@ -39,6 +41,8 @@ pub struct EngineConfig {
     /// keeps no replication backlog, as Redis allocates its backlog only once a replica
     /// connects; the on-disk log keeps its backlog window either way.
     pub replicated: bool,
+    /// A replica lagging more than this many milliseconds is not in sync.
+    pub max_lag_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +55,7 @@ impl Default for EngineConfig {
             segment_bytes: 64 << 20,
             snapshot_log_bytes: 256 << 20,
             replicated: true,
+            max_lag_ms: 10_000,
         }
     }
 }
@@ -198,7 +203,12 @@ impl Engine {
     pub fn expire_cycle(&self, now: i64, per_partition: usize) -> (usize, bool) {
         let mut deleted = 0;
         let mut more = false;
-        for p in self.partitions.iter().filter(|p| !p.failed()) {
+        // Only a primary decides expiry; replicas learn it from the log.
+        for p in self
+            .partitions
+            .iter()
+            .filter(|p| !p.failed() && p.is_primary())
+        {
             let result = p
                 .write(now, |s| {
                     let due = s.due_expirations(now, per_partition);
@@ -312,10 +322,11 @@ fn check_layout(dir: &std::path::Path, partitions: u32) -> Result<(), Error> {
 }
 
 fn open_partition(cfg: &EngineConfig, id: u32) -> Result<Opened, Error> {
-    let (store, recovered): (Arc<dyn LogStore>, _) = match &cfg.data_dir {
+    let partition_dir = cfg.data_dir.as_ref().map(|d| d.join(format!("p{id:05}")));
+    let (store, recovered): (Arc<dyn LogStore>, _) = match &partition_dir {
         Some(dir) => {
             let (store, recovered) = DiskStore::open(
-                dir.join(format!("p{id:05}")),
+                dir.clone(),
                 id,
                 DiskStoreConfig {
                     segment_bytes: cfg.segment_bytes,
@@ -337,7 +348,27 @@ fn open_partition(cfg: &EngineConfig, id: u32) -> Result<Opened, Error> {
     for e in &recovered.entries {
         state.apply(e)?;
     }
-    let epoch = state.last().epoch.max(1);
-    let partition = Partition::new(state, epoch, store, cfg.fsync);
+    let last_epoch = state.last().epoch;
+    let (role, role_dir) = if cfg.replicated {
+        let held = match &partition_dir {
+            Some(dir) => role::load(dir).map_err(|e| match e {
+                Error::Unrecoverable { dir, reason, .. } => Error::Unrecoverable {
+                    partition: id,
+                    dir,
+                    reason,
+                },
+                other => other,
+            })?,
+            None => None,
+        };
+        let role = held.unwrap_or(RoleState {
+            epoch: last_epoch,
+            role: role::Role::Unassigned,
+        });
+        (role, partition_dir)
+    } else {
+        (RoleState::standalone_at(last_epoch.max(1)), None)
+    };
+    let partition = Partition::new(state, role, store, cfg.fsync, role_dir, cfg.max_lag_ms);
     Ok((Arc::new(partition), recovered.warnings))
 }

@@ -12,11 +12,15 @@
 //! recovers from disk.
 
 use crate::Error;
-use crate::proto::{Command, LogEntry};
-use crate::storage::{FsyncPolicy, KvState, LogStore, Position, entry};
+use crate::proto::{Command, LogEntry, WriteConcern};
+use crate::replication::role::{self, Change, Role, RoleState};
+use crate::replication::{LinkInfo, Tracker};
+use crate::storage::{FsyncPolicy, KvState, LogStore, Position, SnapshotData, entry};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
 
 /// The durable offset, or why the partition stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,7 +33,8 @@ pub struct Durability {
 
 struct Live {
     state: KvState,
-    epoch: u64,
+    /// The role and the epoch the node holds (invariant 1: writes only as primary, at it).
+    role: RoleState,
     pending: Vec<LogEntry>,
     /// For a store that keeps no entries: the position of the last write not yet handed on.
     pending_last: Option<Position>,
@@ -59,6 +64,18 @@ pub struct Partition {
     written: AtomicU64,
     /// Whether the store keeps entries; when it does not, writes are not encoded for it.
     retain: bool,
+    /// Where the role file lives; `None` keeps the role in memory only.
+    role_dir: Option<PathBuf>,
+    /// Woken whenever entries reach the store, for replication streams waiting on new entries.
+    appended: Notify,
+    /// As a primary: the replicas' progress.
+    tracker: parking_lot::Mutex<Tracker>,
+    /// Bumped on every replica acknowledgement, for writes waiting on a write concern.
+    acks: watch::Sender<u64>,
+    /// As a replica: the link to the primary, for status.
+    link: parking_lot::Mutex<LinkInfo>,
+    /// A replica that lags more than this many milliseconds is not in sync.
+    max_lag_ms: u64,
 }
 
 /// Locks a mutex; a panic while holding it cannot leave a partition half-updated in a way a
@@ -69,18 +86,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Partition {
-    /// A partition over a recovered state and its store, writing at `epoch`.
-    pub fn new(state: KvState, epoch: u64, store: Arc<dyn LogStore>, fsync: FsyncPolicy) -> Self {
+    /// A partition over a recovered state and its store, in `role`. The role is kept in
+    /// `role_dir` when one is given.
+    pub fn new(
+        state: KvState,
+        role: RoleState,
+        store: Arc<dyn LogStore>,
+        fsync: FsyncPolicy,
+        role_dir: Option<PathBuf>,
+        max_lag_ms: u64,
+    ) -> Self {
         let retain = store.retains_entries();
         let durable = Durability {
             offset: state.last().offset,
             failed: None,
         };
+        let tracker = match &role.role {
+            Role::Primary(s) => Tracker::new(s.copies, s.min_in_sync, max_lag_ms, &s.replicas),
+            _ => Tracker::default(),
+        };
         Self {
             id: state.partition(),
             live: Mutex::new(Live {
                 state,
-                epoch,
+                role,
                 pending: Vec::new(),
                 pending_last: None,
                 since_snapshot: 0,
@@ -93,6 +122,12 @@ impl Partition {
             sync: Mutex::new(SyncState::default()),
             failed: AtomicBool::new(false),
             retain,
+            role_dir,
+            appended: Notify::new(),
+            tracker: parking_lot::Mutex::new(tracker),
+            acks: watch::channel(0).0,
+            link: parking_lot::Mutex::new(LinkInfo::default()),
+            max_lag_ms,
         }
     }
 
@@ -119,13 +154,13 @@ impl Partition {
             return Err(self.stopped(&why));
         }
         let mut live = lock(&self.live);
+        self.check_writable(&live.role, now_ms)?;
         let (result, command) = decide(&live.state);
         let Some(command) = command else {
             return Ok((result, None));
         };
-        // The epoch the state will record (never below the last entry's), so the logged entry
-        // and the applied one agree.
-        let epoch = live.epoch.max(live.state.last().epoch);
+        // A primary's epoch is never below its last entry's (role::check_change).
+        let epoch = live.role.epoch.max(live.state.last().epoch);
         let at = Position::new(epoch, live.state.last().offset + 1);
         if !self.retain {
             // Nothing keeps the entry: apply, and remember where the log now ends.
@@ -145,6 +180,37 @@ impl Partition {
         live.state.apply_next(epoch, command);
         live.pending.push(e);
         Ok((result, Some(at.offset)))
+    }
+
+    /// Whether a client write may proceed: only on the primary at its epoch (invariant 1), and
+    /// only while enough replicas are in sync.
+    fn check_writable(&self, role: &RoleState, now_ms: i64) -> Result<(), Error> {
+        let (partition, epoch) = (self.id, role.epoch);
+        match &role.role {
+            Role::Primary(s) if s.min_in_sync > 0 => {
+                let in_sync = self.tracker.lock().in_sync_count(now_ms);
+                if in_sync < s.min_in_sync {
+                    return Err(Error::NotEnoughInSync {
+                        partition,
+                        in_sync,
+                        min: s.min_in_sync,
+                    });
+                }
+                Ok(())
+            }
+            Role::Primary(_) => Ok(()),
+            Role::Replica(p) => Err(Error::NotPrimary {
+                partition,
+                epoch,
+                primary: Some(p.clone()),
+            }),
+            Role::Unassigned => Err(Error::NotPrimary {
+                partition,
+                epoch,
+                primary: None,
+            }),
+            Role::Fenced => Err(Error::Fenced { partition, epoch }),
+        }
     }
 
     fn stopped(&self, why: &str) -> Error {
@@ -174,6 +240,9 @@ impl Partition {
             return match self.store.advance_to(last) {
                 Ok(()) => {
                     self.written.fetch_max(last.offset, Ordering::Release);
+                    self.tracker
+                        .lock()
+                        .appended(last.offset, crate::engine::now_ms());
                     Ok(last.offset)
                 }
                 Err(e) => {
@@ -191,6 +260,8 @@ impl Partition {
             Ok(()) => {
                 // Under fsync=always only an fsync moves the durable offset (and wakes waiters).
                 self.written.fetch_max(last, Ordering::Release);
+                self.tracker.lock().appended(last, crate::engine::now_ms());
+                self.appended.notify_waiters();
                 Ok(last)
             }
             Err(e) => {
@@ -329,9 +400,290 @@ impl Partition {
         )
     }
 
-    /// The epoch writes are made at.
+    /// The epoch the node holds for the partition.
     pub fn epoch(&self) -> u64 {
-        lock(&self.live).epoch
+        lock(&self.live).role.epoch
+    }
+
+    /// The role and epoch.
+    pub fn role(&self) -> RoleState {
+        lock(&self.live).role.clone()
+    }
+
+    /// Whether the node is the partition's primary.
+    pub fn is_primary(&self) -> bool {
+        matches!(lock(&self.live).role.role, Role::Primary(_))
+    }
+
+    /// Changes the role, after checking the epoch rules ([`role::check_change`]); the new role
+    /// is on disk before it takes effect. A new primary whose epoch is newer than its last
+    /// entry's writes an epoch marker, so its epoch history records where the epoch starts.
+    /// Returns the position after the change (for a fence, the final one).
+    pub fn change_role(
+        &self,
+        change: Change,
+        next: RoleState,
+        node_id: &str,
+    ) -> Result<Position, Error> {
+        {
+            let mut live = lock(&self.live);
+            role::check_change(
+                self.id,
+                &live.role,
+                live.state.last().epoch,
+                change,
+                next.epoch,
+                &next.role,
+            )?;
+            if live.role == next {
+                drop(live);
+                self.flush()?;
+                return Ok(self.last());
+            }
+            if let Some(dir) = &self.role_dir {
+                role::save(dir, &next)?;
+            }
+            if let Role::Primary(s) = &next.role {
+                *self.tracker.lock() =
+                    Tracker::new(s.copies, s.min_in_sync, self.max_lag_ms, &s.replicas);
+                let end = live.state.last().offset;
+                self.tracker.lock().appended(end, crate::engine::now_ms());
+            }
+            tracing::info!(
+                partition = self.id,
+                from = live.role.role.name(),
+                to = next.role.name(),
+                epoch = next.epoch,
+                "role changed"
+            );
+            let lead =
+                matches!(next.role, Role::Primary(_)) && next.epoch > live.state.last().epoch;
+            live.role = next;
+            if lead && self.retain {
+                let at = Position::new(live.role.epoch, live.state.last().offset + 1);
+                let command = crate::storage::epoch_marker(node_id);
+                let e = entry(at, crate::engine::now_ms(), &command);
+                live.state.apply_next(at.epoch, command);
+                live.pending.push(e);
+            } else if lead {
+                let command = crate::storage::epoch_marker(node_id);
+                let epoch = live.role.epoch;
+                let at = live.state.apply_next(epoch, command);
+                live.pending_last = Some(at);
+            }
+        }
+        self.flush()?;
+        Ok(self.last())
+    }
+
+    /// Steps down at once after seeing a newer epoch (a replica's hello, a refused stream):
+    /// the partition is fenced at that epoch until an admin call gives it a role.
+    pub fn step_down(&self, epoch: u64) {
+        let held = lock(&self.live).role.epoch;
+        if epoch <= held {
+            return;
+        }
+        let next = RoleState {
+            epoch,
+            role: Role::Fenced,
+        };
+        match self.change_role(Change::Fence, next, "") {
+            Ok(_) => tracing::warn!(
+                partition = self.id,
+                epoch,
+                "saw a newer epoch: stepped down and fenced"
+            ),
+            Err(e) => tracing::error!(partition = self.id, "stepping down: {e}"),
+        }
+    }
+
+    /// As a replica: applies entries from the primary, each at exactly the next offset with a
+    /// good checksum, and hands them to the log. A bad entry stops the batch; the entries
+    /// before it are kept. Returns the last offset held.
+    pub fn apply_replicated(&self, entries: Vec<LogEntry>) -> Result<u64, Error> {
+        let outcome = {
+            let mut live = lock(&self.live);
+            if !matches!(live.role.role, Role::Replica(_)) {
+                return Err(Error::Replication {
+                    partition: self.id,
+                    reason: format!("entries arrived while {}", live.role.role.name()),
+                });
+            }
+            let mut outcome = Ok(());
+            for e in entries {
+                if let Err(err) = live.state.apply(&e) {
+                    outcome = Err(err);
+                    break;
+                }
+                live.since_snapshot += (e.command.len() + 32) as u64;
+                if self.retain {
+                    live.pending.push(e);
+                } else {
+                    live.pending_last = Some(Position::new(e.epoch, e.offset));
+                }
+            }
+            outcome
+        };
+        let last = self.flush()?;
+        outcome.map(|()| last)
+    }
+
+    /// As a replica: drops every entry after `offset` and rebuilds the state from the newest
+    /// snapshot and the log up to it. Fails (and changes nothing) when the store cannot: the
+    /// snapshot already covers more, or the log no longer holds what replay needs; the caller
+    /// then falls back to a full sync.
+    pub fn truncate_to(&self, offset: u64) -> Result<(), Error> {
+        self.flush()?;
+        let mut live = lock(&self.live);
+        if offset >= live.state.last().offset {
+            return Ok(());
+        }
+        let snapshot = self.store.newest_snapshot()?;
+        let mut state = match snapshot {
+            Some(s) if s.meta.at.offset <= offset => KvState::from_snapshot(self.id, s),
+            Some(s) => {
+                return Err(Error::BadTruncate {
+                    partition: self.id,
+                    offset,
+                    reason: format!(
+                        "the newest snapshot holds offsets up to {}",
+                        s.meta.at.offset
+                    ),
+                });
+            }
+            None => KvState::new(self.id),
+        };
+        let mut next = state.last().offset + 1;
+        if next < self.store.first_offset() && next <= offset {
+            return Err(Error::Trimmed {
+                partition: self.id,
+                from: next,
+                first: self.store.first_offset(),
+            });
+        }
+        self.store.truncate_after(offset)?;
+        while next <= offset {
+            let batch = self.store.read(next, 1 << 20)?;
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch.iter().take_while(|e| e.offset <= offset) {
+                state.apply(e)?;
+            }
+            next = state.last().offset + 1;
+        }
+        if state.last().offset != offset {
+            return Err(Error::Unrecoverable {
+                partition: self.id,
+                dir: PathBuf::new(),
+                reason: format!(
+                    "rebuilding to offset {offset} after truncation reached only {}",
+                    state.last().offset
+                ),
+            });
+        }
+        live.state = state;
+        self.written.store(offset, Ordering::Release);
+        self.durable_tx
+            .send_modify(|d| d.offset = d.offset.min(offset));
+        Ok(())
+    }
+
+    /// As a replica: replaces the whole state and history with a snapshot from the primary.
+    pub fn install_snapshot(&self, snapshot: SnapshotData) -> Result<(), Error> {
+        self.flush()?;
+        let mut live = lock(&self.live);
+        let at = snapshot.meta.at;
+        self.store.install_snapshot(&snapshot)?;
+        live.state = KvState::from_snapshot(self.id, snapshot);
+        live.since_snapshot = 0;
+        live.pending.clear();
+        live.pending_last = None;
+        self.written.store(at.offset, Ordering::Release);
+        self.durable_tx.send_modify(|d| d.offset = at.offset);
+        Ok(())
+    }
+
+    /// A snapshot of the state for a replica, consistent at its position; every entry up to it
+    /// is in the store first, so the entries after it can be read from the store.
+    pub fn snapshot_for_replica(&self) -> Result<SnapshotData, Error> {
+        self.flush()?;
+        let live = lock(&self.live);
+        // Entries queued since the flush are after the snapshot's position: flush order keeps
+        // them after it in the store.
+        Ok(live.state.snapshot())
+    }
+
+    /// The store, for replication streams reading entries.
+    pub fn store(&self) -> &Arc<dyn LogStore> {
+        &self.store
+    }
+
+    /// Woken whenever entries reach the store.
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    /// The replicas' progress, as a primary.
+    pub fn tracker(&self) -> parking_lot::MutexGuard<'_, Tracker> {
+        self.tracker.lock()
+    }
+
+    /// Records a replica's acknowledgement and wakes writes waiting on a write concern.
+    pub fn on_ack(&self, node_id: &str, session: u64, applied: u64, durable: u64) {
+        if self.tracker.lock().ack(node_id, session, applied, durable) {
+            self.acks.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Changes whenever a replica acknowledges.
+    pub fn acks_changed(&self) -> watch::Receiver<u64> {
+        self.acks.subscribe()
+    }
+
+    /// The link to the primary, as a replica.
+    pub fn link(&self) -> parking_lot::MutexGuard<'_, LinkInfo> {
+        self.link.lock()
+    }
+
+    /// Waits until `concern` holds for the write at `offset`, or `timeout` passes. Returns the
+    /// copies that had applied it and the copies required.
+    pub async fn wait_acked(
+        &self,
+        offset: u64,
+        concern: WriteConcern,
+        timeout: Duration,
+    ) -> Result<(u32, u32), Error> {
+        let now = crate::engine::now_ms();
+        let required = self.tracker.lock().required(concern, now);
+        let mut rx = self.acks.subscribe();
+        let acked = || self.tracker.lock().acked_copies(offset);
+        if acked() >= required {
+            return Ok((acked(), required));
+        }
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                if acked() >= required {
+                    return;
+                }
+            }
+        })
+        .await;
+        let got = acked();
+        if waited.is_ok() && got >= required {
+            return Ok((got, required));
+        }
+        Err(Error::WriteConcernTimeout {
+            partition: self.id,
+            concern: concern.as_str_name().trim_start_matches("WRITE_CONCERN_"),
+            acked: got,
+            required,
+            timeout_ms: timeout.as_millis() as u64,
+            offset,
+        })
     }
 
     /// The position of the last applied entry.
@@ -442,9 +794,11 @@ mod tests {
         let store = test_store(Some(gate));
         let p = Arc::new(Partition::new(
             KvState::new(0),
-            1,
+            RoleState::standalone(),
             Arc::clone(&store) as Arc<dyn LogStore>,
             FsyncPolicy::Always,
+            None,
+            0,
         ));
         // Two writers, as two connections would: each queues, flushes, and waits.
         let first = set(&p, "a").expect("queued").expect("offset");
@@ -483,9 +837,11 @@ mod tests {
         let store = test_store(None);
         let p = Partition::new(
             KvState::new(0),
-            1,
+            RoleState::standalone(),
             Arc::clone(&store) as Arc<dyn LogStore>,
             fsync,
+            None,
+            0,
         );
         (Arc::new(p), store)
     }

@@ -1,6 +1,7 @@
-//! The gRPC front end: the KV service, and the read side of the Admin service (status and
-//! digest). Role changes (assign, promote, follow, fence, drop) and topology pushes answer
-//! UNIMPLEMENTED until replication exists; a standalone node is primary of every partition.
+//! The gRPC front end: the KV service and the Admin service. Writes go through the partition's
+//! role check (only the primary at its epoch writes) and then wait for their write concern;
+//! role changes go to [`Replication`], which applies the epoch rules and starts or stops the
+//! replica links. Topology pushes answer UNIMPLEMENTED until cluster routing exists.
 //!
 //! Every failed call carries an [`ErrorInfo`] in its status details, so clients act on a code
 //! and addresses rather than on message text.
@@ -9,11 +10,14 @@ use crate::engine::{Engine, Partition, now_ms};
 use crate::proto::admin_server::{Admin, AdminServer};
 use crate::proto::kv_server::{Kv, KvServer};
 use crate::proto::{self, *};
+use crate::replication::Replication;
+use crate::replication::role::{Change, PrimarySettings, Role, RoleState};
 use crate::server::Limits;
 use crate::storage::{SetCondition, SetExpiry, Ttl};
 use bytes::Bytes;
 use prost::Message;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// A gRPC connection holding one of the node's connection slots while it is open.
@@ -90,22 +94,104 @@ pub fn limited_incoming(
     })
 }
 
+/// How writes are acknowledged when a request does not say.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteDefaults {
+    /// The write concern for requests that leave it unspecified.
+    pub concern: WriteConcern,
+    /// How long a write waits for its concern when the request gives no timeout.
+    pub timeout: Duration,
+}
+
+impl Default for WriteDefaults {
+    fn default() -> Self {
+        Self {
+            concern: WriteConcern::Quorum,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Both services over one engine.
 #[derive(Clone)]
 pub struct Service {
     engine: Arc<Engine>,
     limits: Limits,
     node: NodeAddress,
+    repl: Arc<Replication>,
+    writes: WriteDefaults,
 }
 
 impl Service {
     /// Services for `engine`, known to clients as `node`.
-    pub fn new(engine: Arc<Engine>, limits: Limits, node: NodeAddress) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        limits: Limits,
+        node: NodeAddress,
+        repl: Arc<Replication>,
+        writes: WriteDefaults,
+    ) -> Self {
         Self {
             engine,
             limits,
             node,
+            repl,
+            writes,
         }
+    }
+
+    fn standalone(&self) -> bool {
+        !self.engine.config().replicated
+    }
+
+    /// Refuses role changes on a standalone node: it leads every partition by definition.
+    fn check_not_standalone(&self) -> Result<(), Status> {
+        if self.standalone() {
+            return Err(Status::failed_precondition(
+                "this node runs --standalone: it is primary of every partition and takes no \
+                 role changes; start it without --standalone to manage roles",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that `p` may serve a read with `opts`: the primary always; another copy only
+    /// with READ_PREFERENCE_ANY and within the lag bound.
+    fn check_read(&self, p: &Partition, opts: Option<&ReadOptions>) -> Result<(), Status> {
+        let role = p.role();
+        if matches!(role.role, Role::Primary(_)) {
+            return Ok(());
+        }
+        let any = opts.is_some_and(|o| o.preference == ReadPreference::Any as i32);
+        if !any {
+            let primary = match role.role {
+                Role::Replica(a) => Some(a),
+                _ => None,
+            };
+            return Err(status_of(&crate::Error::NotPrimary {
+                partition: p.id(),
+                epoch: role.epoch,
+                primary,
+            }));
+        }
+        let bound = opts.map_or(0, |o| o.max_lag_ms);
+        let lag = p.link().lag_ms;
+        if bound > 0 && lag > bound {
+            return Err(error(
+                tonic::Code::FailedPrecondition,
+                format!(
+                    "partition {}: this copy lags {lag} ms, more than the {bound} ms allowed",
+                    p.id()
+                ),
+                ErrorInfo {
+                    code: ErrorCode::TooStale as i32,
+                    partition: p.id(),
+                    epoch: role.epoch,
+                    ..Default::default()
+                },
+            ));
+        }
+        Ok(())
     }
 
     /// The KV service, with the request size limit applied.
@@ -147,53 +233,107 @@ impl Service {
 
     fn read_info(&self, p: &Partition) -> ReadInfo {
         let last = p.last();
+        let role = p.role();
+        let (lag_entries, lag_ms) = match role.role {
+            Role::Primary(_) => (0, 0),
+            _ => {
+                let link = p.link();
+                (link.lag_entries, link.lag_ms)
+            }
+        };
         ReadInfo {
             node_id: self.node.node_id.clone(),
             partition: p.id(),
-            role: Role::Primary as i32,
+            role: role.role.proto() as i32,
             position: Some(proto::Position {
                 epoch: last.epoch,
                 offset: last.offset,
             }),
-            lag_entries: 0,
-            lag_ms: 0,
+            lag_entries,
+            lag_ms,
         }
     }
 
-    /// Makes a write durable as the fsync policy asks and describes it.
+    /// Makes a write durable as the fsync policy asks, waits for its write concern, and
+    /// describes it.
     async fn commit(
         &self,
         p: &Arc<Partition>,
         offset: Option<u64>,
+        opts: Option<&WriteOptions>,
     ) -> Result<Option<WriteAck>, Status> {
         let Some(offset) = offset else {
             return Ok(None);
         };
         p.flush().map_err(internal)?;
         p.wait_durable(offset).await.map_err(internal)?;
+        let concern = match opts.map(|o| WriteConcern::try_from(o.concern)) {
+            None | Some(Ok(WriteConcern::Unspecified)) => self.writes.concern,
+            Some(Ok(c)) => c,
+            Some(Err(_)) => return Err(Status::invalid_argument("unknown write concern")),
+        };
+        let timeout = match opts.map_or(0, |o| o.timeout_ms) {
+            0 => self.writes.timeout,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let (acked, required) = p
+            .wait_acked(offset, concern, timeout)
+            .await
+            .map_err(|e| status_of(&e))?;
         Ok(Some(WriteAck {
             partition: p.id(),
             epoch: p.epoch(),
             offset,
-            // A standalone node holds the only copy: every write concern is met by it.
-            acked_copies: 1,
-            required_copies: 1,
+            acked_copies: acked,
+            required_copies: required,
         }))
     }
 
     fn partition_status(&self, p: &Partition) -> PartitionStatus {
         let last = p.last();
+        let role = p.role();
         let (_, first, snapshot) = p.log_info();
         let (keys, bytes, history) = p.read(|s| (s.len(), s.bytes(), s.epoch_history().to_vec()));
+        let now = now_ms();
+        let (commit_offset, replicas, copies, min_in_sync) = match &role.role {
+            Role::Primary(settings) => {
+                let t = p.tracker();
+                let replicas = t
+                    .replicas
+                    .iter()
+                    .map(|r| ReplicaProgress {
+                        node_id: r.node_id.clone(),
+                        connected: r.session.is_some(),
+                        in_sync: t.in_sync(r, now),
+                        acked_offset: r.acked,
+                        lag_entries: last.offset.saturating_sub(r.acked),
+                        lag_ms: t.lag_ms(r.acked, now),
+                        last_sync: r.last_sync as i32,
+                        send_buffer_bytes: r.send_buffer_bytes,
+                    })
+                    .collect();
+                (
+                    t.commit_offset().min(last.offset),
+                    replicas,
+                    settings.copies,
+                    settings.min_in_sync,
+                )
+            }
+            _ => (p.link().commit_offset, Vec::new(), 0, 0),
+        };
+        let (primary, link) = match &role.role {
+            Role::Replica(a) => (Some(a.clone()), Some(p.link().proto())),
+            _ => (None, None),
+        };
         PartitionStatus {
             partition: p.id(),
-            role: Role::Primary as i32,
-            epoch: p.epoch(),
+            role: role.role.proto() as i32,
+            epoch: role.epoch,
             last: Some(proto::Position {
                 epoch: last.epoch,
                 offset: last.offset,
             }),
-            commit_offset: last.offset,
+            commit_offset,
             log_start_offset: first,
             snapshot_offset: snapshot,
             keys: keys as u64,
@@ -205,11 +345,11 @@ impl Service {
                     start_offset,
                 })
                 .collect(),
-            primary: None,
-            link: None,
-            replicas: Vec::new(),
-            copies: 1,
-            min_in_sync_replicas: 0,
+            primary,
+            link,
+            replicas,
+            copies,
+            min_in_sync_replicas: min_in_sync,
         }
     }
 
@@ -261,14 +401,102 @@ fn limit(what: String, setting: &str, value: usize) -> Status {
 }
 
 fn internal(e: crate::Error) -> Status {
-    Status::internal(e.to_string())
+    status_of(&e)
 }
 
 fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!(
-        "{what} needs replication, which this node does not have yet; a standalone node is \
-         primary of every partition"
+        "{what} needs cluster routing, which this node does not have yet"
     ))
+}
+
+/// The status for a node error, with the ErrorInfo a client acts on.
+pub fn status_of(e: &crate::Error) -> Status {
+    use crate::Error as E;
+    let info = |code: ErrorCode, partition: u32, epoch: u64| ErrorInfo {
+        code: code as i32,
+        partition,
+        epoch,
+        ..Default::default()
+    };
+    let (code, info) = match e {
+        E::NotPrimary {
+            partition,
+            epoch,
+            primary,
+        } => (
+            tonic::Code::FailedPrecondition,
+            ErrorInfo {
+                primary: primary.clone(),
+                ..info(ErrorCode::NotPrimary, *partition, *epoch)
+            },
+        ),
+        E::StaleEpoch {
+            partition, held, ..
+        } => (
+            tonic::Code::FailedPrecondition,
+            info(ErrorCode::StaleEpoch, *partition, *held),
+        ),
+        E::Fenced { partition, epoch } => (
+            tonic::Code::FailedPrecondition,
+            info(ErrorCode::Fenced, *partition, *epoch),
+        ),
+        E::NotEnoughInSync { partition, min, .. } => (
+            tonic::Code::Unavailable,
+            ErrorInfo {
+                required_copies: *min + 1,
+                ..info(ErrorCode::NotEnoughInSync, *partition, 0)
+            },
+        ),
+        E::WriteConcernTimeout {
+            partition,
+            acked,
+            required,
+            ..
+        } => (
+            tonic::Code::DeadlineExceeded,
+            ErrorInfo {
+                acked_copies: *acked,
+                required_copies: *required,
+                ..info(ErrorCode::WriteConcernTimeout, *partition, 0)
+            },
+        ),
+        E::NotCaughtUp { partition, .. } => (
+            tonic::Code::DeadlineExceeded,
+            info(ErrorCode::NotCaughtUp, *partition, 0),
+        ),
+        E::BadRole { .. } => (tonic::Code::FailedPrecondition, ErrorInfo::default()),
+        E::LimitExceeded { limit, setting, .. } => (
+            tonic::Code::InvalidArgument,
+            ErrorInfo {
+                code: ErrorCode::LimitExceeded as i32,
+                limit: format!("{setting}={limit}"),
+                ..Default::default()
+            },
+        ),
+        E::Trimmed { partition, .. }
+        | E::Replication { partition, .. }
+        | E::OffsetGap { partition, .. }
+        | E::CorruptEntry { partition, .. } => (
+            tonic::Code::Aborted,
+            info(ErrorCode::ReplicationProtocol, *partition, 0),
+        ),
+        _ => return Status::internal(e.to_string()),
+    };
+    error(code, e.to_string(), info)
+}
+
+/// Partition ids a selector names, checked against the node's partitions.
+fn role_settings(p: &PrimaryRole) -> Role {
+    Role::Primary(PrimarySettings {
+        replicas: p.replicas.clone(),
+        copies: if p.copies == 0 {
+            1 + p.replicas.len() as u32
+        } else {
+            p.copies
+        },
+        min_in_sync: p.min_in_sync_replicas,
+    })
 }
 
 #[tonic::async_trait]
@@ -277,6 +505,7 @@ impl Kv for Service {
         let req = req.into_inner();
         self.check_key(&req.key)?;
         let p = self.engine.partition_of(&req.key);
+        self.check_read(p, req.read.as_ref())?;
         let now = now_ms();
         let (item, ttl) = p.read(|s| (s.get(&req.key, now).cloned(), s.ttl(&req.key, now)));
         Ok(Response::new(GetResponse {
@@ -326,7 +555,7 @@ impl Kv for Service {
                 (o.applied, o.command)
             })
             .map_err(internal)?;
-        let ack = self.commit(&p, offset).await?;
+        let ack = self.commit(&p, offset, req.write.as_ref()).await?;
         Ok(Response::new(PutResponse { applied, ack }))
     }
 
@@ -341,7 +570,7 @@ impl Kv for Service {
         let (existed, offset) = p
             .write(now, |s| s.decide_delete(&req.key, now))
             .map_err(internal)?;
-        let ack = self.commit(&p, offset).await?;
+        let ack = self.commit(&p, offset, req.write.as_ref()).await?;
         Ok(Response::new(DeleteResponse { existed, ack }))
     }
 
@@ -354,6 +583,7 @@ impl Kv for Service {
         let p = p
             .first()
             .ok_or_else(|| Status::not_found("no such partition"))?;
+        self.check_read(p, req.read.as_ref())?;
         let limit = match req.limit {
             0 => 100,
             n if n as usize > self.limits.max_keys_per_call => {
@@ -435,6 +665,7 @@ impl Kv for Service {
             .ok_or_else(|| Status::not_found("no partition"))?;
         let now = now_ms();
         let ops = req.ops;
+        let write = req.write;
         let budget = self.limits.max_reply_bytes;
         let (results, offset) = p
             .write(now, |s| match s.decide_batch(&ops, budget, now) {
@@ -449,7 +680,7 @@ impl Kv for Service {
                 budget,
             )
         })?;
-        let ack = self.commit(&p, offset).await?;
+        let ack = self.commit(&p, offset, write.as_ref()).await?;
         Ok(Response::new(BatchResponse { results, ack }))
     }
 
@@ -495,7 +726,7 @@ impl Admin for Service {
             version: env!("CARGO_PKG_VERSION").to_string(),
             ready: self.engine.is_ready(),
             uptime_ms: self.engine.uptime().as_millis() as u64,
-            standalone: true,
+            standalone: self.standalone(),
             partitions_total: self.engine.slots().partitions(),
             topology_version: 0,
             fsync: self.engine.config().fsync.to_string(),
@@ -508,37 +739,126 @@ impl Admin for Service {
 
     async fn assign_role(
         &self,
-        _req: Request<AssignRoleRequest>,
+        req: Request<AssignRoleRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        Err(not_yet("assigning roles"))
+        self.check_not_standalone()?;
+        let req = req.into_inner();
+        let partitions = self.selected(req.partitions.as_ref())?;
+        let role = match req.role {
+            Some(assign_role_request::Role::Primary(p)) => role_settings(&p),
+            Some(assign_role_request::Role::Replica(r)) => Role::Replica(
+                r.primary
+                    .ok_or_else(|| Status::invalid_argument("a replica role needs a primary"))?,
+            ),
+            Some(assign_role_request::Role::Fenced(_)) => Role::Fenced,
+            None => return Err(Status::invalid_argument("no role given")),
+        };
+        let next = RoleState {
+            epoch: req.epoch,
+            role,
+        };
+        let out = self
+            .repl
+            .change(&partitions, Change::Assign, &next)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(RoleChangeResponse { partitions: out }))
     }
 
     async fn promote(
         &self,
-        _req: Request<PromoteRequest>,
+        req: Request<PromoteRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        Err(not_yet("promoting"))
+        self.check_not_standalone()?;
+        let req = req.into_inner();
+        let partitions = self.selected(req.partitions.as_ref())?;
+        let next = RoleState {
+            epoch: req.epoch,
+            role: role_settings(&req.primary.unwrap_or_default()),
+        };
+        let timeout = Duration::from_millis(u64::from(req.catch_up_timeout_ms.max(1)));
+        let out = self
+            .repl
+            .promote(&partitions, &next, req.min_offset, timeout)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(RoleChangeResponse { partitions: out }))
     }
 
     async fn follow(
         &self,
-        _req: Request<FollowRequest>,
+        req: Request<FollowRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        Err(not_yet("following a primary"))
+        self.check_not_standalone()?;
+        let req = req.into_inner();
+        let partitions = self.selected(req.partitions.as_ref())?;
+        let primary = req
+            .primary
+            .ok_or_else(|| Status::invalid_argument("follow needs a primary"))?;
+        if primary.grpc_addr.is_empty() {
+            return Err(Status::invalid_argument("the primary's grpc_addr is empty"));
+        }
+        let next = RoleState {
+            epoch: req.epoch,
+            role: Role::Replica(primary),
+        };
+        let out = self
+            .repl
+            .change(&partitions, Change::Follow, &next)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(RoleChangeResponse { partitions: out }))
     }
 
     async fn fence(
         &self,
-        _req: Request<FenceRequest>,
+        req: Request<FenceRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        Err(not_yet("fencing"))
+        self.check_not_standalone()?;
+        let req = req.into_inner();
+        let partitions = self.selected(req.partitions.as_ref())?;
+        let next = RoleState {
+            epoch: req.epoch,
+            role: Role::Fenced,
+        };
+        let out = self
+            .repl
+            .change(&partitions, Change::Fence, &next)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(RoleChangeResponse { partitions: out }))
     }
 
     async fn drop(
         &self,
-        _req: Request<DropRequest>,
+        req: Request<DropRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        Err(not_yet("dropping a partition"))
+        self.check_not_standalone()?;
+        let req = req.into_inner();
+        let partitions = self.selected(req.partitions.as_ref())?;
+        if !req.force
+            && let Some(p) = partitions.iter().find(|p| p.is_primary())
+        {
+            return Err(Status::failed_precondition(format!(
+                "this node is primary of partition {}; move the primary first, or pass force",
+                p.id()
+            )));
+        }
+        let next = RoleState {
+            epoch: req.epoch,
+            role: Role::Unassigned,
+        };
+        let out = self
+            .repl
+            .change(&partitions, Change::Drop, &next)
+            .map_err(|e| status_of(&e))?;
+        for p in &partitions {
+            let p = Arc::clone(p);
+            tokio::task::spawn_blocking(move || {
+                p.install_snapshot(crate::storage::SnapshotData::default())
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| status_of(&e))?;
+        }
+        Ok(Response::new(RoleChangeResponse { partitions: out }))
     }
 
     async fn digest(

@@ -15,15 +15,27 @@
 //!
 //! `sync` does not hold the append lock while it waits for the disk, so appends go on during an
 //! fsync and the next fsync covers all of them: group commit.
+//!
+//! Reads walk a segment record by record from the nearest index point, reading headers only for
+//! the records before the one asked for, and stop at the byte budget: a replica catching up
+//! costs the primary memory and I/O in proportion to what it is sent, not to the segment size
+//! (DESIGN.md, invariant 4).
+//!
+//! Installing a snapshot (a replica's full sync) replaces the whole history in an order that is
+//! safe at every step of a crash: the old segments are removed newest first, each removal made
+//! durable before the next, so what is left is always a prefix of the old log that recovery
+//! accepts; then the old snapshots; then the new snapshot is written atomically; then an empty
+//! segment after it is started. Recovery therefore finds a consistent earlier state of the old
+//! history (possibly nothing at all), or the new snapshot, and never old entries on top of it.
 
-use super::record::{self, Decoded};
+use super::record::{self, Decoded, HEADER_LEN, MAX_RECORD_LEN};
 use super::snapshot::{self, SnapshotData, sync_dir};
 use super::{LogStore, Position, Recovered};
 use crate::Error;
 use crate::proto::LogEntry;
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,6 +63,14 @@ impl Default for DiskStoreConfig {
 /// Record an index point every this many entries, so finding an offset reads at most this
 /// many records.
 const INDEX_EVERY: u64 = 64;
+
+/// Read buffer used while stepping over the records before the one asked for: only their
+/// headers are needed.
+const SKIP_BUF: usize = 512;
+
+/// Smallest and largest read buffer used for returning records; within these bounds it follows
+/// the read's byte budget.
+const READ_BUF: (usize, usize) = (4 << 10, 64 << 10);
 
 #[derive(Debug)]
 struct Segment {
@@ -80,6 +100,10 @@ impl Segment {
 
     fn contains(&self, offset: u64) -> bool {
         self.first <= offset && offset <= self.last
+    }
+
+    fn is_empty(&self) -> bool {
+        self.last < self.first
     }
 
     /// File position to start reading from to find `offset`.
@@ -114,10 +138,153 @@ pub struct DiskStore {
     dir: PathBuf,
     cfg: DiskStoreConfig,
     inner: Mutex<Inner>,
+    /// Held while snapshot files are written, removed or read outside `inner`'s lock, so saving
+    /// a snapshot, installing one and loading the newest never interleave. Taken before `inner`.
+    snapshot_files: Mutex<()>,
 }
 
 fn seg_name(first: u64) -> String {
     format!("{first:020}.log")
+}
+
+fn snap_name(offset: u64) -> String {
+    format!("{offset:020}.snap")
+}
+
+/// Removes a file; one already gone is fine.
+fn remove_if_present(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// The first offset the log holds: that of the oldest segment holding anything.
+fn first_of(inner: &Inner) -> u64 {
+    inner
+        .segments
+        .iter()
+        .find(|s| !s.is_empty())
+        .map_or(inner.last.offset + 1, |s| s.first)
+}
+
+/// Walks one segment's records in order, reading no more of the file than it returns (plus
+/// the headers of records stepped over, and a bounded read-ahead buffer).
+struct Cursor<'a> {
+    partition: u32,
+    seg: &'a Segment,
+    file: BufReader<File>,
+    /// Offset of the record at `pos`.
+    offset: u64,
+    /// File position of the record at the cursor.
+    pos: u64,
+    /// That record's header, once read.
+    header: Option<[u8; HEADER_LEN]>,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor on the record at `from` (or on the segment's end when `from` is past it),
+    /// reading records through a buffer of about `buf_bytes`.
+    fn open(partition: u32, seg: &'a Segment, from: u64, buf_bytes: usize) -> Result<Self, Error> {
+        let (offset, pos) = seg.seek_hint(from);
+        let io = |e| Error::io("reading log", &seg.path, e);
+        let mut file = File::open(&seg.path).map_err(io)?;
+        file.seek(SeekFrom::Start(pos)).map_err(io)?;
+        let mut cursor = Cursor {
+            partition,
+            seg,
+            file: BufReader::with_capacity(SKIP_BUF, file),
+            offset,
+            pos,
+            header: None,
+        };
+        while cursor.offset < from && cursor.skip()? {}
+        // Start the reading buffer exactly at the cursor.
+        let mut file = cursor.file.into_inner();
+        file.seek(SeekFrom::Start(cursor.pos)).map_err(io)?;
+        cursor.file = BufReader::with_capacity(buf_bytes.clamp(READ_BUF.0, READ_BUF.1), file);
+        cursor.header = None;
+        Ok(cursor)
+    }
+
+    fn damaged(&self, why: &str) -> Error {
+        Error::CorruptEntry {
+            partition: self.partition,
+            offset: self.offset,
+            reason: format!(
+                "log segment {} damaged while open: {why}",
+                self.seg.path.display()
+            ),
+        }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        self.file.read_exact(buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.damaged("the file ends inside a record")
+            } else {
+                Error::io("reading log", &self.seg.path, e)
+            }
+        })
+    }
+
+    /// The framed length of the record at the cursor; `None` past the segment's last entry.
+    fn peek_len(&mut self) -> Result<Option<usize>, Error> {
+        if self.offset > self.seg.last || self.pos >= self.seg.bytes {
+            return Ok(None);
+        }
+        let header = match self.header {
+            Some(h) => h,
+            None => {
+                let mut h = [0u8; HEADER_LEN];
+                self.read_exact(&mut h)?;
+                self.header = Some(h);
+                h
+            }
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len > MAX_RECORD_LEN || self.pos + (HEADER_LEN + len) as u64 > self.seg.bytes {
+            return Err(self.damaged(&format!("record length {len} runs past the segment")));
+        }
+        Ok(Some(HEADER_LEN + len))
+    }
+
+    /// Steps over the record at the cursor without reading its payload; false at the end.
+    fn skip(&mut self) -> Result<bool, Error> {
+        let Some(len) = self.peek_len()? else {
+            return Ok(false);
+        };
+        self.file
+            .seek_relative((len - HEADER_LEN) as i64)
+            .map_err(|e| Error::io("reading log", &self.seg.path, e))?;
+        self.header = None;
+        self.pos += len as u64;
+        self.offset += 1;
+        Ok(true)
+    }
+
+    /// Reads the record at the cursor, using `buf` as scratch; `None` at the end.
+    fn next(&mut self, buf: &mut Vec<u8>) -> Result<Option<LogEntry>, Error> {
+        let Some(len) = self.peek_len()? else {
+            return Ok(None);
+        };
+        let header = self.header.take().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(&header);
+        buf.resize(len, 0);
+        self.read_exact(&mut buf[HEADER_LEN..])?;
+        let entry = match record::decode(buf) {
+            Decoded::Record(entry, used) if used == len && entry.offset == self.offset => entry,
+            Decoded::Record(entry, _) => {
+                return Err(self.damaged(&format!("entry at offset {}", entry.offset)));
+            }
+            Decoded::Incomplete => return Err(self.damaged("a torn record")),
+            Decoded::Corrupt(why) => return Err(self.damaged(&why)),
+        };
+        self.pos += len as u64;
+        self.offset += 1;
+        Ok(Some(entry))
+    }
 }
 
 fn list(dir: &Path, ext: &str) -> Result<Vec<(u64, PathBuf)>, Error> {
@@ -413,6 +580,7 @@ impl DiskStore {
                 buf: Vec::new(),
                 failed: None,
             }),
+            snapshot_files: Mutex::new(()),
         };
         Ok((
             store,
@@ -449,46 +617,76 @@ impl DiskStore {
         Ok(())
     }
 
-    fn read_segment_from(
-        partition: u32,
-        seg: &Segment,
-        from: u64,
-        max_bytes: usize,
-        out: &mut Vec<LogEntry>,
-    ) -> Result<usize, Error> {
-        let (mut offset, pos) = seg.seek_hint(from);
-        let mut f = File::open(&seg.path).map_err(|e| Error::io("reading log", &seg.path, e))?;
-        f.seek(SeekFrom::Start(pos))
-            .map_err(|e| Error::io("reading log", &seg.path, e))?;
-        let mut bytes = Vec::new();
-        f.take(seg.bytes - pos)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io("reading log", &seg.path, e))?;
-        let mut at = 0;
-        let mut taken = 0;
-        while at < bytes.len() && offset <= seg.last {
-            match record::decode(&bytes[at..]) {
-                Decoded::Record(entry, used) => {
-                    at += used;
-                    offset += 1;
-                    if entry.offset >= from {
-                        taken += used;
-                        out.push(entry);
-                        if taken >= max_bytes {
-                            break;
-                        }
-                    }
-                }
-                Decoded::Incomplete | Decoded::Corrupt(_) => {
-                    return Err(Error::CorruptEntry {
-                        partition,
-                        offset,
-                        reason: format!("log segment {} damaged while open", seg.path.display()),
-                    });
-                }
-            }
+    /// Installs `data` as the whole history (rule 6 of [`LogStore`]), calling `crash_point`
+    /// after every step that leaves the directory in a state a crash could leave it in. An error
+    /// from `crash_point` stops the install there, as a crash would: tests use it to check what
+    /// recovery makes of every such state.
+    fn install(
+        &self,
+        data: &SnapshotData,
+        crash_point: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let _files = self.snapshot_files.lock();
+        let mut inner = self.inner.lock();
+        // An fsync in flight on the old segment must not claim offsets of the new history.
+        inner.truncations += 1;
+        let result = self.replace_history(&mut inner, data, crash_point);
+        if let Err(e) = &result {
+            // The files no longer match what `inner` describes: append nothing more.
+            inner.failed = Some(format!("installing a snapshot failed: {e}"));
         }
-        Ok(taken)
+        result
+    }
+
+    fn replace_history(
+        &self,
+        inner: &mut Inner,
+        data: &SnapshotData,
+        crash_point: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let at = data.meta.at;
+        let log_dir = self.dir.join("log");
+        let snap_dir = self.dir.join("snap");
+        // The old segments, newest first, each removal durable before the next: what is left is
+        // always a prefix of the old log, which recovery accepts with or without the old
+        // snapshots. (Removing an older segment first could leave a log that starts after every
+        // snapshot: unrecoverable.) Listed from the directory, not from `inner`, so a retry after
+        // a failed install also finds what the failed one left.
+        for (_, path) in list(&log_dir, ".log")?.into_iter().rev() {
+            remove_if_present(&path)?;
+            sync_dir(&log_dir)?;
+            crash_point()?;
+        }
+        // With no log, any subset of the old snapshots is a consistent state of the old history.
+        for (_, path) in list(&snap_dir, ".snap.tmp")?
+            .into_iter()
+            .chain(list(&snap_dir, ".snap")?.into_iter().rev())
+        {
+            remove_if_present(&path)?;
+            crash_point()?;
+        }
+        sync_dir(&snap_dir)?;
+        crash_point()?;
+        // Nothing is left: a crash now recovers an empty store. Then the new snapshot, atomically
+        // (temporary file, sync, rename, directory sync).
+        let snap_path = snap_dir.join(snap_name(at.offset));
+        snapshot::write(&snap_path, data)?;
+        crash_point()?;
+        // Recovery starts the log after a snapshot without segments; starting it here just
+        // saves that step.
+        let first = at.offset + 1;
+        let seg_path = log_dir.join(seg_name(first));
+        let active = open_append(&seg_path)?;
+        sync_dir(&log_dir)?;
+        inner.segments = vec![Segment::empty(first, seg_path)];
+        inner.active = Arc::new(active);
+        inner.last = at;
+        inner.snapshots = vec![(at.offset, snap_path)];
+        inner.snapshot_last = at;
+        inner.written = at.offset;
+        inner.synced = at.offset;
+        inner.failed = None;
+        Ok(())
     }
 
     fn compact(&self, inner: &mut Inner) -> Result<(), Error> {
@@ -519,12 +717,7 @@ impl LogStore for DiskStore {
     }
 
     fn first_offset(&self) -> u64 {
-        let inner = self.inner.lock();
-        inner
-            .segments
-            .iter()
-            .find(|s| s.last >= s.first)
-            .map_or(inner.last.offset + 1, |s| s.first)
+        first_of(&self.inner.lock())
     }
 
     fn append(&self, entries: Vec<LogEntry>) -> Result<(), Error> {
@@ -628,7 +821,8 @@ impl LogStore for DiskStore {
     }
 
     fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error> {
-        let first = self.first_offset();
+        let inner = self.inner.lock();
+        let first = first_of(&inner);
         if from < first {
             return Err(Error::Trimmed {
                 partition: self.partition,
@@ -636,19 +830,29 @@ impl LogStore for DiskStore {
                 first,
             });
         }
-        let inner = self.inner.lock();
         let mut out = Vec::new();
-        let mut budget = max_bytes.max(1);
+        let mut taken = 0usize;
+        let mut scratch = Vec::new();
         for seg in inner
             .segments
             .iter()
-            .filter(|s| s.last >= from && s.last >= s.first)
+            .filter(|s| s.last >= from && !s.is_empty())
         {
-            let taken = Self::read_segment_from(self.partition, seg, from, budget, &mut out)?;
-            if taken >= budget {
-                break;
+            let mut cursor = Cursor::open(self.partition, seg, from, max_bytes)?;
+            // Rule 7: within the budget, but always the first entry.
+            while let Some(len) = cursor.peek_len()? {
+                if !out.is_empty() && taken.saturating_add(len) > max_bytes {
+                    return Ok(out);
+                }
+                let Some(entry) = cursor.next(&mut scratch)? else {
+                    break;
+                };
+                taken += len;
+                out.push(entry);
+                if taken >= max_bytes {
+                    return Ok(out);
+                }
             }
-            budget -= taken;
         }
         Ok(out)
     }
@@ -671,13 +875,13 @@ impl LogStore for DiskStore {
                         reason: "that offset is no longer in the log".into(),
                     },
                 )?;
-                let mut one = Vec::new();
-                Self::read_segment_from(self.partition, seg, offset, 1, &mut one)?;
-                let e = one.first().ok_or(Error::BadTruncate {
-                    partition: self.partition,
-                    offset,
-                    reason: "entry not found".into(),
-                })?;
+                let e = Cursor::open(self.partition, seg, offset, 0)?
+                    .next(&mut Vec::new())?
+                    .ok_or(Error::BadTruncate {
+                        partition: self.partition,
+                        offset,
+                        reason: "entry not found".into(),
+                    })?;
                 Position::new(e.epoch, e.offset)
             };
         // Cut the segment holding offset + 1; remove the ones after it.
@@ -696,25 +900,16 @@ impl LogStore for DiskStore {
         let cut_at = if offset < seg.first {
             0
         } else {
-            let (mut at_offset, mut pos) = seg.seek_hint(offset + 1);
-            let bytes = std::fs::read(&seg.path)
-                .map_err(|e| Error::io("reading log segment", &seg.path, e))?;
-            while at_offset < offset + 1 {
-                match record::decode(&bytes[pos as usize..]) {
-                    Decoded::Record(_, used) => {
-                        pos += used as u64;
-                        at_offset += 1;
-                    }
-                    _ => {
-                        return Err(Error::CorruptEntry {
-                            partition: self.partition,
-                            offset: at_offset,
-                            reason: "damaged while truncating".into(),
-                        });
-                    }
-                }
+            // Steps over the records up to `offset`, reading their headers only.
+            let cursor = Cursor::open(self.partition, seg, offset + 1, 0)?;
+            if cursor.offset != offset + 1 {
+                return Err(Error::CorruptEntry {
+                    partition: self.partition,
+                    offset: cursor.offset,
+                    reason: "damaged while truncating".into(),
+                });
             }
-            pos
+            cursor.pos
         };
         let f = OpenOptions::new()
             .write(true)
@@ -747,11 +942,9 @@ impl LogStore for DiskStore {
 
     fn save_snapshot(&self, data: &SnapshotData) -> Result<(), Error> {
         let at = data.meta.at;
-        let path = self
-            .dir
-            .join("snap")
-            .join(format!("{:020}.snap", at.offset));
-        // Written without the lock: appends go on meanwhile.
+        let path = self.dir.join("snap").join(snap_name(at.offset));
+        let _files = self.snapshot_files.lock();
+        // Written without the log's lock: appends go on meanwhile.
         snapshot::write(&path, data)?;
         let mut inner = self.inner.lock();
         inner.snapshots.retain(|(o, _)| *o != at.offset);
@@ -765,6 +958,33 @@ impl LogStore for DiskStore {
             inner.snapshot_last = at;
         }
         self.compact(&mut inner)
+    }
+
+    fn install_snapshot(&self, data: &SnapshotData) -> Result<(), Error> {
+        self.install(data, &mut || Ok(()))
+    }
+
+    fn newest_snapshot(&self) -> Result<Option<SnapshotData>, Error> {
+        // Held while reading, so no save or install removes a file being read.
+        let _files = self.snapshot_files.lock();
+        let kept = self.inner.lock().snapshots.clone();
+        for (offset, path) in kept.iter().rev() {
+            let why = match snapshot::read(path) {
+                Ok(data) if data.meta.at.offset == *offset => return Ok(Some(data)),
+                Ok(data) => format!(
+                    "snapshot {} is named for offset {offset} but holds {}",
+                    path.display(),
+                    data.meta.at.offset
+                ),
+                Err(e @ Error::CorruptSnapshot { .. }) => e.to_string(),
+                Err(e) => return Err(e),
+            };
+            tracing::warn!(
+                partition = self.partition,
+                "refusing {why}; falling back to an older snapshot"
+            );
+        }
+        Ok(None)
     }
 
     fn log_bytes(&self) -> u64 {
@@ -782,7 +1002,8 @@ impl LogStore for DiskStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::suite::{self, Backend, entries};
+    use super::super::KvState;
+    use super::super::suite::{self, Backend, entries, framed, put};
     use super::*;
 
     struct Disk {
@@ -1094,5 +1315,302 @@ mod tests {
             vec![1500, 2000],
             "two snapshots kept"
         );
+        assert!(
+            matches!(
+                store.read(first - 1, usize::MAX),
+                Err(Error::Trimmed { from, first: f, .. }) if from == first - 1 && f == first
+            ),
+            "a dropped offset is an error, not a silent jump"
+        );
+        assert_eq!(
+            store
+                .read(first, 1)
+                .expect("read")
+                .first()
+                .map(|e| e.offset),
+            Some(first)
+        );
+    }
+
+    /// The history the install tests replace: 600 entries in small segments (the oldest of
+    /// which are dropped), with snapshots at 200 and 400. Returns the open store, the entries and
+    /// the snapshots.
+    fn old_history(disk: &Disk) -> (DiskStore, Vec<LogEntry>, Vec<SnapshotData>) {
+        std::fs::remove_dir_all(disk.path()).ok();
+        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
+        let old = entries(1, 1, 600);
+        let mut state = KvState::new(0);
+        let mut snaps = Vec::new();
+        for batch in old.chunks(20) {
+            store.append(batch.to_vec()).expect("append");
+            for e in batch {
+                state.apply(e).expect("apply");
+                if e.offset == 200 || e.offset == 400 {
+                    snaps.push(state.snapshot());
+                    store.save_snapshot(&state.snapshot()).expect("snapshot");
+                }
+            }
+        }
+        store.sync().expect("sync");
+        assert!(
+            store.first_offset() > 1,
+            "the old log no longer starts at 1"
+        );
+        (store, old, snaps)
+    }
+
+    /// A snapshot of a history that diverges from [`old_history`] after offset 250.
+    fn divergent_snapshot(old: &[LogEntry], at: u64) -> SnapshotData {
+        let mut state = KvState::new(0);
+        for e in &old[..250] {
+            state.apply(e).expect("apply");
+        }
+        for offset in 251..=at {
+            state.apply(&put(2, offset, 10)).expect("apply");
+        }
+        state.snapshot()
+    }
+
+    fn simulated_crash() -> Error {
+        Error::io("simulated crash", "/", std::io::Error::other("crash"))
+    }
+
+    #[test]
+    fn a_crash_at_any_step_of_an_install_recovers_one_history() {
+        let disk = Disk::new(small());
+        // Behind the old log's end and ahead of it.
+        for new_at in [300, 900] {
+            let (_, old, _) = old_history(&disk);
+            let new = divergent_snapshot(&old, new_at);
+            let mut seen = std::collections::BTreeSet::new();
+            let mut step = 0;
+            loop {
+                let (store, old, old_snaps) = old_history(&disk);
+                let mut points = 0;
+                let result = store.install(&new, &mut || {
+                    if points == step {
+                        return Err(simulated_crash());
+                    }
+                    points += 1;
+                    Ok(())
+                });
+                // A crash: the process goes, the directory stays as the last step left it.
+                drop(store);
+                let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg)
+                    .unwrap_or_else(|e| panic!("a crash at step {step} is unrecoverable: {e}"));
+                let from = match &recovered.snapshot {
+                    Some(s) if *s == new => {
+                        assert!(
+                            recovered.entries.is_empty(),
+                            "step {step}: old entries replayed on top of the new snapshot"
+                        );
+                        seen.insert("the new snapshot");
+                        None
+                    }
+                    Some(s) => {
+                        assert!(
+                            old_snaps.contains(s),
+                            "step {step}: recovered a snapshot of neither history"
+                        );
+                        seen.insert(if recovered.entries.is_empty() {
+                            "an old snapshot alone"
+                        } else {
+                            "an old snapshot and old entries"
+                        });
+                        Some(s.meta.at.offset + 1)
+                    }
+                    None => {
+                        seen.insert("nothing");
+                        Some(1)
+                    }
+                };
+                if let Some(from) = from {
+                    // A consistent earlier state of the old history: its entries, contiguous.
+                    let start = (from - 1) as usize;
+                    let prefix = old.get(start..start + recovered.entries.len());
+                    assert!(
+                        prefix == Some(recovered.entries.as_slice()),
+                        "step {step}: recovered entries are not the old history from {from}"
+                    );
+                }
+                let last = recovered
+                    .entries
+                    .last()
+                    .map(|e| Position::new(e.epoch, e.offset))
+                    .or(recovered.snapshot.as_ref().map(|s| s.meta.at))
+                    .unwrap_or_default();
+                assert_eq!(store.last(), last, "step {step}");
+                assert_eq!(
+                    store.newest_snapshot().expect("newest snapshot"),
+                    recovered.snapshot,
+                    "step {step}"
+                );
+                if result.is_ok() {
+                    assert_eq!(recovered.snapshot.as_ref(), Some(&new), "installed");
+                    break;
+                }
+                step += 1;
+            }
+            assert_eq!(
+                seen.into_iter().collect::<Vec<_>>(),
+                vec![
+                    "an old snapshot alone",
+                    "an old snapshot and old entries",
+                    "nothing",
+                    "the new snapshot",
+                ],
+                "the crash points cover every kind of state ({step} points)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_install_stops_appends_until_an_install_succeeds() {
+        let disk = Disk::new(small());
+        let (store, old, _) = old_history(&disk);
+        let new = divergent_snapshot(&old, 300);
+        let mut points = 0;
+        let failed = store.install(&new, &mut || {
+            points += 1;
+            if points == 3 {
+                Err(simulated_crash())
+            } else {
+                Ok(())
+            }
+        });
+        assert!(failed.is_err());
+        assert!(
+            matches!(
+                store.append(entries(1, 601, 1)),
+                Err(Error::Unrecoverable { .. })
+            ),
+            "the files no longer match the old history: nothing is appended to it"
+        );
+        store.install_snapshot(&new).expect("a retry succeeds");
+        store
+            .append(entries(2, 301, 2))
+            .expect("appends continue after the snapshot");
+        drop(store);
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("reopen");
+        assert_eq!(recovered.snapshot, Some(new));
+        assert_eq!(
+            recovered
+                .entries
+                .iter()
+                .map(|e| e.offset)
+                .collect::<Vec<_>>(),
+            vec![301, 302]
+        );
+        assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+        assert_eq!(store.last(), Position::new(2, 302));
+    }
+
+    #[test]
+    fn a_snapshot_without_any_segment_recovers_and_the_log_continues_after_it() {
+        let disk = Disk::new(small());
+        let (store, state) = fill(&disk, 50, 10, |o| o == 50);
+        drop(store);
+        for (_, seg) in list(&disk.path().join("log"), ".log").expect("list") {
+            std::fs::remove_file(&seg).expect("remove");
+        }
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("recovers");
+        assert_eq!(recovered.snapshot, Some(state.snapshot()));
+        assert!(recovered.entries.is_empty());
+        assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+        assert_eq!(store.last(), Position::new(1, 50));
+        assert_eq!(store.first_offset(), 51);
+        assert!(matches!(
+            store.append(entries(1, 52, 1)),
+            Err(Error::OffsetGap { expected: 51, .. })
+        ));
+        store
+            .append(entries(1, 51, 3))
+            .expect("the log continues at 51");
+        drop(store);
+        let (store, recovered) = DiskStore::open(disk.path(), 0, disk.cfg).expect("reopen");
+        assert_eq!(
+            recovered
+                .entries
+                .iter()
+                .map(|e| e.offset)
+                .collect::<Vec<_>>(),
+            vec![51, 52, 53]
+        );
+        assert_eq!(store.last(), Position::new(1, 53));
+    }
+
+    #[test]
+    fn newest_snapshot_never_returns_a_damaged_one() {
+        let disk = Disk::new(DiskStoreConfig::default());
+        let (store, state) = fill(&disk, 30, 30, |o| o == 10 || o == 20);
+        let snap_dir = disk.path().join("snap");
+        let (older, newest) = (snap_dir.join(snap_name(10)), snap_dir.join(snap_name(20)));
+        assert_eq!(
+            store.newest_snapshot().expect("load"),
+            Some(snapshot::read(&newest).expect("read"))
+        );
+        let at_ten = snapshot::read(&older).expect("read");
+        assert_eq!(at_ten.meta.at, Position::new(1, 10));
+        let len = std::fs::metadata(&newest).expect("meta").len() as usize;
+        flip_in(&newest, len / 2);
+        assert_eq!(
+            store.newest_snapshot().expect("load"),
+            Some(at_ten),
+            "the damaged newest is skipped for the older one"
+        );
+        flip_in(&older, 20);
+        assert_eq!(
+            store.newest_snapshot().expect("load"),
+            None,
+            "never a damaged one"
+        );
+        assert_eq!(store.last(), state.last(), "the log is untouched");
+    }
+
+    /// Bytes this thread has read through system calls so far: Linux's per-thread I/O account.
+    #[cfg(target_os = "linux")]
+    fn thread_read_bytes() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/io")
+            .expect("per-thread I/O counters")
+            .lines()
+            .find_map(|l| l.strip_prefix("rchar:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("rchar")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_bounded_read_reads_about_its_budget_not_the_segment() {
+        let disk = Disk::new(DiskStoreConfig::default());
+        let (store, _) = DiskStore::open(disk.path(), 0, disk.cfg).expect("open");
+        let written: Vec<LogEntry> = (1..=20_000).map(|o| put(1, o, 200)).collect();
+        for batch in written.chunks(1_000) {
+            store.append(batch.to_vec()).expect("append");
+        }
+        store.sync().expect("sync");
+        let segment = store.log_bytes();
+        assert_eq!(
+            list(&disk.path().join("log"), ".log").expect("list").len(),
+            1,
+            "one segment of {segment} bytes"
+        );
+        // Bounded by the budget, the largest read buffer and the headers stepped over.
+        let slack = (READ_BUF.1 + INDEX_EVERY as usize * SKIP_BUF) as u64;
+        for (from, budget) in [
+            (10_000, 4_096),
+            (10_017, 1),
+            (1, 100_000),
+            (19_990, 1 << 20),
+        ] {
+            let before = thread_read_bytes();
+            let read = store.read(from, budget).expect("read");
+            let used = thread_read_bytes() - before;
+            assert_eq!(read.first().map(|e| e.offset), Some(from));
+            assert!(read.len() == 1 || framed(&read) <= budget);
+            assert!(
+                used <= budget.min(segment as usize) as u64 + slack,
+                "a read of {budget} bytes at {from} read {used} bytes of a {segment}-byte segment"
+            );
+        }
     }
 }

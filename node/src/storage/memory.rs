@@ -1,6 +1,8 @@
 //! The in-memory backend: persistence off, as Redis without AOF or RDB. It keeps the most
 //! recent entries, up to the backlog window, for replicas' partial resync, and nothing else, so
-//! its memory stays bounded however long the node runs. A restart starts empty.
+//! its memory stays bounded however long the node runs. A restart starts empty. Of a snapshot it
+//! keeps only the position: the state itself lives with the caller, so
+//! [`LogStore::newest_snapshot`] has nothing to return.
 //!
 //! Like Redis's replication backlog, the entries live in one ring of bytes, in the same framed
 //! form as on disk: appending copies bytes and allocates nothing, and trimming the oldest entry
@@ -166,10 +168,14 @@ impl LogStore for MemoryStore {
         let start = inner.position_of(from);
         let bytes = inner.ring.make_contiguous();
         let mut out = Vec::new();
-        let (mut at, mut taken) = (start, 0);
-        while at < bytes.len() && taken < max_bytes.max(1) {
+        let (mut at, mut taken) = (start, 0usize);
+        while at < bytes.len() {
             match record::decode(&bytes[at..]) {
                 Decoded::Record(e, used) => {
+                    // Rule 7: within the budget, but always the first entry.
+                    if !out.is_empty() && taken.saturating_add(used) > max_bytes {
+                        break;
+                    }
                     at += used;
                     taken += used;
                     out.push(e);
@@ -223,6 +229,24 @@ impl LogStore for MemoryStore {
         let mut inner = self.inner.lock();
         inner.snapshot_last = inner.snapshot_last.max(snapshot.meta.at);
         Ok(())
+    }
+
+    fn install_snapshot(&self, snapshot: &SnapshotData) -> Result<(), Error> {
+        let at = snapshot.meta.at;
+        let mut inner = self.inner.lock();
+        let dropped = inner.ring.len() as u64;
+        inner.ring.clear();
+        inner.trimmed += dropped;
+        inner.index.clear();
+        inner.first = at.offset + 1;
+        inner.last = at;
+        inner.snapshot_last = at;
+        Ok(())
+    }
+
+    fn newest_snapshot(&self) -> Result<Option<SnapshotData>, Error> {
+        // Only the snapshot's position is kept: the caller holds the state itself.
+        Ok(None)
     }
 
     fn log_bytes(&self) -> u64 {

@@ -146,6 +146,24 @@ pub struct Recovered {
 /// 5. Opening a backend yields [`Recovered`]: the newest valid snapshot and every entry after
 ///    it. A damaged log tail is cut at the last good record; a damaged snapshot is never loaded.
 ///    A durable backend ([`LogStore::durable`]) yields what it held when the process died.
+/// 6. `install_snapshot(s)` replaces the whole history, whatever it was (ahead of, behind or at
+///    `s`'s position, divergent or not), with `s`, which is at position `at`: afterwards
+///    `last()` is `at`, the log holds no entry, `first_offset()` is `at.offset + 1`,
+///    `snapshot_offset()` is `at.offset`, the next append must start at `at.offset + 1` (rule 1)
+///    and truncating below `at.offset` is refused (rule 3). A durable backend never recovers the
+///    old history's entries on top of `s`: after a crash it recovers either a consistent earlier
+///    state of the old history (possibly empty) or `s`. If it fails, the store refuses appends
+///    until an install succeeds or the process restarts.
+/// 7. `read(from, max_bytes)` returns the entries from exactly `from`, at consecutive offsets,
+///    as many as fit in `max_bytes` of framed records, or just the entry at `from` when it alone
+///    is larger; nothing when `from` is past the end; [`Error::Trimmed`] when `from` is below
+///    `first_offset()`. The memory and I/O a read uses are bounded by `max_bytes` and one record
+///    (plus a fixed buffer), never by how much log the store holds.
+/// 8. `newest_snapshot` returns the newest snapshot the store holds that passes its checksum
+///    (falling back to an older one when the newest is damaged), or `None` for a store that
+///    keeps no snapshot data. With `read` from its offset + 1 it rebuilds the state at any offset
+///    from there to `last()`, as a replica must after `truncate_after`; a store that keeps no
+///    snapshot data can only rebuild from the log, from `first_offset()`.
 pub trait LogStore: Send + Sync {
     /// The last entry's position, or the snapshot's when the log after it is empty.
     fn last(&self) -> Position;
@@ -156,13 +174,20 @@ pub trait LogStore: Send + Sync {
     fn append(&self, entries: Vec<LogEntry>) -> Result<(), Error>;
     /// Makes every appended entry durable; returns the offset now durable.
     fn sync(&self) -> Result<u64, Error>;
-    /// Entries from offset `from` on, up to about `max_bytes` (at least one when any exist).
+    /// Entries from offset `from` on, up to `max_bytes` (at least one when any exist); see
+    /// rule 7.
     fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error>;
     /// Removes entries after `offset`; see rule 3.
     fn truncate_after(&self, offset: u64) -> Result<(), Error>;
     /// Stores a snapshot; see rule 4. The snapshot may be ahead of the log's end (entries the
     /// caller applied but has not appended yet); appends then continue from the log's end.
     fn save_snapshot(&self, snapshot: &SnapshotData) -> Result<(), Error>;
+    /// Replaces the whole history with `snapshot`, as a replica does when its primary sends a
+    /// full sync; see rule 6.
+    fn install_snapshot(&self, snapshot: &SnapshotData) -> Result<(), Error>;
+    /// The newest valid snapshot held, loaded and verified; `None` when there is none or the
+    /// store keeps no snapshot data. See rule 8.
+    fn newest_snapshot(&self) -> Result<Option<SnapshotData>, Error>;
     /// Bytes of log held.
     fn log_bytes(&self) -> u64;
     /// Offset of the newest snapshot; 0 when there is none.

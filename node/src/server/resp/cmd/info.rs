@@ -40,6 +40,145 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
     Flow::Continue
 }
 
+/// The replication section: Redis's summary fields, then one line per partition with its role,
+/// epoch, offsets and, as a primary, every replica's lag or, as a replica, its link.
+fn write_replication(t: &mut String, engine: &Engine) {
+    use crate::replication::role::Role;
+    let now = crate::engine::now_ms();
+    let parts = engine.partitions();
+    let roles: Vec<_> = parts.iter().map(|p| p.role()).collect();
+    let primaries = roles
+        .iter()
+        .filter(|r| matches!(r.role, Role::Primary(_)))
+        .count();
+    let replicas = roles
+        .iter()
+        .filter(|r| matches!(r.role, Role::Replica(_)))
+        .count();
+    let offset: u64 = parts.iter().map(|p| p.last().offset).sum();
+    // Replicas connected to any partition this node leads, by node id.
+    let mut connected: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for p in parts.iter().filter(|p| p.is_primary()) {
+        let t = p.tracker();
+        for r in t.replicas.iter().filter(|r| r.session.is_some()) {
+            let e = connected.entry(r.node_id.clone()).or_default();
+            e.0 += r.acked;
+            e.1 = e.1.max(t.lag_ms(r.acked, now));
+        }
+    }
+    let role = if primaries == 0 && replicas > 0 {
+        "slave"
+    } else {
+        "master"
+    };
+    let _ = write!(t, "# Replication\r\nrole:{role}\r\n");
+    if role == "slave" {
+        let first = roles.iter().find_map(|r| match &r.role {
+            Role::Replica(a) => Some(a.clone()),
+            _ => None,
+        });
+        let all_up = parts
+            .iter()
+            .filter(|p| matches!(p.role().role, Role::Replica(_)))
+            .all(|p| p.link().state == crate::proto::LinkState::Streaming);
+        if let Some(a) = first {
+            let (host, port) = a
+                .resp_addr
+                .rsplit_once(':')
+                .unwrap_or((a.grpc_addr.as_str(), "0"));
+            let _ = write!(t, "master_host:{host}\r\nmaster_port:{port}\r\n");
+        }
+        let _ = write!(
+            t,
+            "master_link_status:{}\r\nslave_repl_offset:{offset}\r\nslave_read_only:1\r\n",
+            if all_up { "up" } else { "down" }
+        );
+    }
+    let _ = write!(t, "connected_slaves:{}\r\n", connected.len());
+    for (i, (id, (acked, lag_ms))) in connected.iter().enumerate() {
+        let _ = write!(
+            t,
+            "slave{i}:id={id},state=online,offset={acked},lag={}\r\n",
+            lag_ms / 1000
+        );
+    }
+    let _ = write!(
+        t,
+        "master_repl_offset:{offset}\r\npartita_primaries:{primaries}\r\npartita_replicas:{replicas}\r\n"
+    );
+    for (p, role) in parts.iter().zip(&roles) {
+        let last = p.last();
+        let _ = write!(
+            t,
+            "partition{}:role={},epoch={},offset={},durable_offset={}",
+            p.id(),
+            role.role.name(),
+            role.epoch,
+            last.offset,
+            p.durable_offset(),
+        );
+        match &role.role {
+            Role::Primary(s) => {
+                let tr = p.tracker();
+                let _ = write!(
+                    t,
+                    ",commit_offset={},copies={},min_in_sync={},in_sync={},replicas=",
+                    tr.commit_offset().min(last.offset),
+                    s.copies,
+                    s.min_in_sync,
+                    tr.in_sync_count(now),
+                );
+                let lags: Vec<String> = tr
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}/{}/{}/{}ms/{}",
+                            r.node_id,
+                            if r.session.is_some() {
+                                "connected"
+                            } else {
+                                "disconnected"
+                            },
+                            last.offset.saturating_sub(r.acked),
+                            tr.lag_ms(r.acked, now),
+                            if tr.in_sync(r, now) {
+                                "in_sync"
+                            } else {
+                                "behind"
+                            },
+                        )
+                    })
+                    .collect();
+                let _ = write!(t, "{}", lags.join(";"));
+            }
+            Role::Replica(a) => {
+                let l = p.link();
+                let _ = write!(
+                    t,
+                    ",primary={}@{},link={},last_sync={},lag_entries={},lag_ms={},full_syncs={},partial_syncs={}",
+                    a.node_id,
+                    a.grpc_addr,
+                    l.state
+                        .as_str_name()
+                        .trim_start_matches("LINK_STATE_")
+                        .to_ascii_lowercase(),
+                    l.last_sync
+                        .as_str_name()
+                        .trim_start_matches("SYNC_KIND_")
+                        .to_ascii_lowercase(),
+                    l.lag_entries,
+                    l.lag_ms,
+                    l.full_syncs,
+                    l.partial_syncs,
+                );
+            }
+            Role::Fenced | Role::Unassigned => {}
+        }
+        let _ = write!(t, "\r\n");
+    }
+}
+
 fn write_section(t: &mut String, section: &str, engine: &Engine) {
     let cfg = engine.config();
     // Writing to a String cannot fail.
@@ -87,22 +226,7 @@ fn write_section(t: &mut String, section: &str, engine: &Engine) {
             )
         }
         "replication" => {
-            let offset: u64 = engine.partitions().iter().map(|p| p.last().offset).sum();
-            let _ = write!(
-                t,
-                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{offset}\r\n"
-            );
-            for p in engine.partitions() {
-                let last = p.last();
-                let _ = write!(
-                    t,
-                    "partition{}:role=primary,epoch={},offset={},durable_offset={},replicas=0\r\n",
-                    p.id(),
-                    p.epoch(),
-                    last.offset,
-                    p.durable_offset(),
-                );
-            }
+            write_replication(t, engine);
             Ok(())
         }
         "keyspace" => {

@@ -30,11 +30,12 @@ mod select;
 mod set;
 mod ttl;
 mod wait;
+mod writeconcern;
 
 use crate::Error;
 use crate::engine::{Engine, Partition, now_ms};
 use crate::metrics::{self, CommandLabel};
-use crate::proto::Command;
+use crate::proto::{Command, WriteConcern};
 use crate::server::Limits;
 use crate::server::resp::codec::write_error;
 use crate::storage::KvState;
@@ -75,6 +76,13 @@ pub struct ConnState {
     /// Open SCAN cursors, oldest first.
     pub cursors: VecDeque<(u64, Cursor)>,
     next_cursor: u64,
+    /// The write concern of this connection's writes (WRITECONCERN); ONE, as Redis, unless set.
+    pub concern: WriteConcern,
+    /// How long a write waits for its concern.
+    pub concern_timeout: std::time::Duration,
+    /// The highest offset this connection wrote per partition, for WAIT. At most one entry per
+    /// partition.
+    pub written: std::collections::HashMap<u32, u64>,
 }
 
 impl ConnState {
@@ -85,6 +93,9 @@ impl ConnState {
             name: None,
             cursors: VecDeque::new(),
             next_cursor: 1,
+            concern: WriteConcern::One,
+            concern_timeout: std::time::Duration::from_secs(5),
+            written: std::collections::HashMap::new(),
         }
     }
 
@@ -212,6 +223,28 @@ impl<'a> Ctx<'a> {
         }
         for (p, offset) in &written {
             p.wait_durable(*offset).await?;
+            let o = self.conn.written.entry(p.id()).or_default();
+            *o = (*o).max(*offset);
+        }
+        Ok(())
+    }
+
+    /// For a connection with a write concern above ONE: commits the command's writes and waits
+    /// for the concern. On a timeout the command's reply (from `mark` on) is replaced by the
+    /// error, which says how many copies acknowledged. Fails only when the commit itself
+    /// failed (the caller closes the connection, as for any failed commit).
+    async fn commit_with_concern(&mut self, mark: usize) -> Result<(), Error> {
+        let written: Vec<(Arc<Partition>, u64)> = self.written.clone();
+        self.commit().await?;
+        for (p, offset) in written {
+            if let Err(e) = p
+                .wait_acked(offset, self.conn.concern, self.conn.concern_timeout)
+                .await
+            {
+                self.out.truncate(mark);
+                self.engine_error(&e);
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -263,9 +296,39 @@ impl<'a> Ctx<'a> {
         true
     }
 
-    /// Writes the error for a failed engine call.
+    /// Writes the error for a failed engine call, with the prefix Redis clients act on:
+    /// READONLY on a replica (naming the primary), NOREPLICAS when too few replicas are in
+    /// sync, FENCED during a switchover, TIMEOUT when a write concern was not met.
     pub fn engine_error(&mut self, e: &Error) {
-        write_error(self.out, format!("ERR {e}"));
+        let message = match e {
+            Error::NotPrimary {
+                partition,
+                epoch,
+                primary: Some(p),
+            } => format!(
+                "READONLY You can't write against a read only replica. Partition {partition} \
+                 (epoch {epoch}) is led by {} (gRPC {}{})",
+                if p.node_id.is_empty() {
+                    "its primary"
+                } else {
+                    &p.node_id
+                },
+                p.grpc_addr,
+                if p.resp_addr.is_empty() {
+                    String::new()
+                } else {
+                    format!(", RESP {}", p.resp_addr)
+                }
+            ),
+            Error::NotPrimary { .. } => format!("READONLY {e}"),
+            Error::Fenced { .. } => format!("FENCED {e}"),
+            Error::NotEnoughInSync { .. } => {
+                format!("NOREPLICAS Not enough good replicas to write: {e}")
+            }
+            Error::WriteConcernTimeout { .. } => format!("TIMEOUT {e}"),
+            _ => format!("ERR {e}"),
+        };
+        write_error(self.out, message);
     }
 }
 
@@ -340,6 +403,7 @@ pub const COMMANDS: &[Spec] = &[
     spec("set", -3, W, (1, 1, 1)),
     spec("ttl", 2, R, (1, 1, 1)),
     spec("wait", 3, A, (0, 0, 0)),
+    spec("writeconcern", -1, A, (0, 0, 0)),
 ];
 
 /// Looks up a command by name, ignoring case; its position in [`COMMANDS`] too.
@@ -424,11 +488,21 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
         "select" => select::run(&args, ctx),
         "set" => set::run(&args, ctx),
         "wait" => wait::run(&args, ctx).await,
+        "writeconcern" => writeconcern::run(&args, ctx),
         _ => {
             write_error(ctx.out, format!("ERR command '{}' is not wired", spec.name));
             Flow::Continue
         }
     };
+    if ctx.conn.concern != WriteConcern::One
+        && !ctx.written.is_empty()
+        && let Err(e) = ctx.commit_with_concern(before).await
+    {
+        // As a failed batch commit: earlier replies acknowledged writes that did not persist.
+        ctx.out.clear();
+        write_error(ctx.out, format!("ERR write not persisted: {e}"));
+        return Flow::Close;
+    }
     if ctx.out.get(before) == Some(&b'-') {
         ctx.counts[index].1 += 1;
     }

@@ -71,6 +71,7 @@ fn open(dir: &std::path::Path) -> Engine {
         // Snapshots are taken when the test asks.
         snapshot_log_bytes: 0,
         replicated: false,
+        ..EngineConfig::default()
     })
     .expect("open the engine")
 }

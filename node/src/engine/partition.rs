@@ -777,6 +777,12 @@ mod tests {
         fn save_snapshot(&self, snapshot: &SnapshotData) -> Result<(), Error> {
             self.inner.save_snapshot(snapshot)
         }
+        fn install_snapshot(&self, snapshot: &SnapshotData) -> Result<(), Error> {
+            self.inner.install_snapshot(snapshot)
+        }
+        fn newest_snapshot(&self) -> Result<Option<SnapshotData>, Error> {
+            self.inner.newest_snapshot()
+        }
         fn log_bytes(&self) -> u64 {
             self.inner.log_bytes()
         }

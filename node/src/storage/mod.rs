@@ -153,7 +153,8 @@ pub struct Recovered {
 ///    and truncating below `at.offset` is refused (rule 3). A durable backend never recovers the
 ///    old history's entries on top of `s`: after a crash it recovers either a consistent earlier
 ///    state of the old history (possibly empty) or `s`. If it fails, the store refuses appends
-///    until an install succeeds or the process restarts.
+///    until an install succeeds or the process restarts. The store cannot tell a snapshot of the
+///    replaced state from one of the new: the caller must not save one taken before the install.
 /// 7. `read(from, max_bytes)` returns the entries from exactly `from`, at consecutive offsets,
 ///    as many as fit in `max_bytes` of framed records, or just the entry at `from` when it alone
 ///    is larger; nothing when `from` is past the end; [`Error::Trimmed`] when `from` is below

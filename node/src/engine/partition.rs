@@ -66,6 +66,8 @@ pub struct Partition {
     retain: bool,
     /// Where the role file lives; `None` keeps the role in memory only.
     role_dir: Option<PathBuf>,
+    /// Held while the history is snapshotted, replaced or cut, so those never interleave.
+    history_lock: Mutex<()>,
     /// Woken whenever entries reach the store, for replication streams waiting on new entries.
     appended: Notify,
     /// As a primary: the replicas' progress.
@@ -123,6 +125,7 @@ impl Partition {
             failed: AtomicBool::new(false),
             retain,
             role_dir,
+            history_lock: Mutex::new(()),
             appended: Notify::new(),
             tracker: parking_lot::Mutex::new(tracker),
             acks: watch::channel(0).0,
@@ -378,6 +381,9 @@ impl Partition {
             // The state may hold writes that never reached the log: never make them durable.
             return Ok(false);
         }
+        // A history replaced (a full sync) or cut (a truncation) while this snapshot is being
+        // written would make it a snapshot of a history the store no longer holds.
+        let _history = lock(&self.history_lock);
         let snapshot = {
             let mut live = lock(&self.live);
             if live.since_snapshot < threshold {
@@ -533,8 +539,10 @@ impl Partition {
     /// snapshot already covers more, or the log no longer holds what replay needs; the caller
     /// then falls back to a full sync.
     pub fn truncate_to(&self, offset: u64) -> Result<(), Error> {
+        let _history = lock(&self.history_lock);
         self.flush()?;
         let mut live = lock(&self.live);
+        self.check_follower(&live.role, "truncate")?;
         if offset >= live.state.last().offset {
             return Ok(());
         }
@@ -589,10 +597,24 @@ impl Partition {
         Ok(())
     }
 
+    /// Only a replica (or a copy with no role, being cleared) has its history replaced or cut:
+    /// a link task finishing after a promotion must not touch the new primary's history.
+    fn check_follower(&self, role: &RoleState, what: &str) -> Result<(), Error> {
+        match role.role {
+            Role::Replica(_) | Role::Unassigned => Ok(()),
+            _ => Err(Error::Replication {
+                partition: self.id,
+                reason: format!("refusing to {what} while {}", role.role.name()),
+            }),
+        }
+    }
+
     /// As a replica: replaces the whole state and history with a snapshot from the primary.
     pub fn install_snapshot(&self, snapshot: SnapshotData) -> Result<(), Error> {
+        let _history = lock(&self.history_lock);
         self.flush()?;
         let mut live = lock(&self.live);
+        self.check_follower(&live.role, "load a snapshot")?;
         let at = snapshot.meta.at;
         self.store.install_snapshot(&snapshot)?;
         live.state = KvState::from_snapshot(self.id, snapshot);

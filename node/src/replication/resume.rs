@@ -193,7 +193,7 @@ mod tests {
             ),
             (
                 "divergence behind the log start",
-                p(3, (3, 200), 140, ph),
+                p(3, (3, 200), 160, ph),
                 h(3, (2, 170), &[(1, 1), (2, 101)]),
                 Snapshot,
             ),
@@ -202,6 +202,12 @@ mod tests {
                 p(3, (3, 200), 1, ph),
                 h(3, (3, 220), &[(1, 1), (2, 101), (3, 151)]),
                 TruncateTo { offset: 200 },
+            ),
+            (
+                "divergence just inside the log start",
+                p(3, (3, 200), 140, ph),
+                h(3, (2, 170), &[(1, 1), (2, 101)]),
+                TruncateTo { offset: 150 },
             ),
             (
                 "a replica told to follow an older epoch",

@@ -275,6 +275,8 @@ async fn stream(
                 }
                 let n = batch.entries.len();
                 let last = p.apply_replicated(batch.entries)?;
+                // Under fsync=always a replica's copy is on disk before it counts as one.
+                p.wait_durable(last).await?;
                 {
                     let mut link = p.link();
                     link.lag_entries = link.primary_end.saturating_sub(last);

@@ -110,6 +110,8 @@ pub struct Replication {
     engine: Arc<Engine>,
     cfg: ReplicationConfig,
     links: parking_lot::Mutex<HashMap<u32, tokio::task::JoinHandle<()>>>,
+    /// One channel per primary address, shared by every partition following it.
+    channels: parking_lot::Mutex<HashMap<String, tonic::transport::Channel>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -124,6 +126,7 @@ impl Replication {
             engine,
             cfg,
             links: parking_lot::Mutex::new(HashMap::new()),
+            channels: parking_lot::Mutex::new(HashMap::new()),
             shutdown,
         })
     }
@@ -155,6 +158,24 @@ impl Replication {
         }
         match role.role {
             Role::Replica(primary) => {
+                let channel = {
+                    let mut channels = self.channels.lock();
+                    match channels.get(&primary.grpc_addr) {
+                        Some(c) => c.clone(),
+                        None => match replica::channel(&primary.grpc_addr) {
+                            Ok(c) => {
+                                channels.insert(primary.grpc_addr.clone(), c.clone());
+                                c
+                            }
+                            Err(e) => {
+                                let mut link = p.link();
+                                link.state = LinkState::Refused;
+                                link.error = e.to_string();
+                                return;
+                            }
+                        },
+                    }
+                };
                 {
                     let mut link = p.link();
                     link.state = LinkState::Connecting;
@@ -163,6 +184,7 @@ impl Replication {
                 let task = replica::run(
                     Arc::clone(p),
                     self.cfg.clone(),
+                    channel,
                     role.epoch,
                     primary,
                     self.shutdown.clone(),

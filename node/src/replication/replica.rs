@@ -24,6 +24,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tonic::Streaming;
+use tonic::transport::Channel;
+
+/// A lazily connected channel to `addr`, which reconnects by itself. One is shared by every
+/// partition that follows the same primary: its streams share one HTTP/2 connection.
+pub fn channel(addr: &str) -> Result<Channel, Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::BadRole {
+            partition: 0,
+            reason: format!("bad primary address {addr:?}: {e}"),
+        })?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(endpoint.connect_lazy())
+}
 
 /// Why a session ended.
 enum End {
@@ -59,6 +75,7 @@ fn from_status(s: &tonic::Status) -> End {
 pub async fn run(
     p: Arc<Partition>,
     cfg: ReplicationConfig,
+    channel: Channel,
     epoch: u64,
     primary: NodeAddress,
     mut shutdown: watch::Receiver<bool>,
@@ -72,7 +89,7 @@ pub async fn run(
         }
         let started = Instant::now();
         let end = tokio::select! {
-            end = session(&p, &cfg, epoch, &primary) => end,
+            end = session(&p, &cfg, channel.clone(), epoch, &primary) => end,
             _ = shutdown.wait_for(|&down| down) => End::Stop,
         };
         let wait = match end {
@@ -142,10 +159,11 @@ async fn ack(p: &Partition, tx: &mpsc::Sender<ReplicaMessage>) -> Result<(), End
 async fn session(
     p: &Arc<Partition>,
     cfg: &ReplicationConfig,
+    channel: Channel,
     epoch: u64,
     primary: &NodeAddress,
 ) -> End {
-    match stream(p, cfg, epoch, primary).await {
+    match stream(p, cfg, channel, epoch, primary).await {
         Ok(()) => End::Stop,
         Err(end) => end,
     }
@@ -154,19 +172,10 @@ async fn session(
 async fn stream(
     p: &Arc<Partition>,
     cfg: &ReplicationConfig,
+    channel: Channel,
     epoch: u64,
     primary: &NodeAddress,
 ) -> Result<(), End> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", primary.grpc_addr))
-        .map_err(|e| End::Refused(format!("bad primary address {:?}: {e}", primary.grpc_addr)))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| End::Broken(format!("connecting to {}: {e}", primary.grpc_addr)))?;
     let max = super::max_message_bytes(cfg);
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(max)

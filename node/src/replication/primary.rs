@@ -194,7 +194,9 @@ impl Replication for Service {
             let tx = link.tx.clone();
             if let Err(e) = link.run(decision).await {
                 tracing::info!(partition = link.p.id(), replica = %link.node_id, "stream closed: {e}");
-                let _ = tx.send((Err(status_of(&e)), 0)).await;
+                // Best effort: when the queue is full the stream just ends, and the replica
+                // says hello again either way.
+                let _ = tx.try_send((Err(status_of(&e)), 0));
             }
         });
         let acks = Arc::clone(&p);
@@ -259,7 +261,23 @@ impl Link {
             self.session,
             (self.budget - self.buffer.available_permits()) as u64,
         );
-        self.tx.send((Ok(msg), n)).await.map_err(|_| self.closed())
+        // The queue holds at most as many messages as the byte budget allows, but small
+        // messages could still fill its slots: wait for one with the same checks.
+        loop {
+            tokio::select! {
+                slot = self.tx.reserve() => {
+                    let Ok(slot) = slot else {
+                        return Err(self.closed());
+                    };
+                    slot.send((Ok(msg), n));
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(self.cfg.heartbeat) => {
+                    self.check_still_held(next)?;
+                    self.check_role()?;
+                }
+            }
+        }
     }
 
     fn closed(&self) -> Error {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use bytes::BytesMut;
 use partita_node::server::resp::codec::encode_command;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,10 +32,18 @@ pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
 
 /// Like [`start`], but returns the node's stderr instead of panicking when it exits early.
 pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Node, String> {
+    try_start_with(data_dir, true, extra)
+}
+
+/// Starts `partita-node` as [`start`] does; `standalone` says whether to pass `--standalone`.
+/// Without it the node holds no role until an admin call (or its role files) gives it one.
+pub fn try_start_with(data_dir: &Path, standalone: bool, extra: &[&str]) -> Result<Node, String> {
     let stderr_path = data_dir.with_extension(format!("stderr-{}", unique()));
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let mut command = Command::new(env!("CARGO_BIN_EXE_partita-node"));
-    command.arg("--standalone");
+    if standalone {
+        command.arg("--standalone");
+    }
     // --in-memory and --data-dir exclude each other.
     if !extra.contains(&"--in-memory") {
         command.arg("--data-dir").arg(data_dir);

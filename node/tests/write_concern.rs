@@ -1,0 +1,248 @@
+//! Write concerns, read-only replicas and the epoch rules of admin calls, on real node
+//! processes on loopback: what a client sees when a QUORUM write cannot be met, when too few
+//! replicas are in sync, when it writes to a replica, and what an admin call with an old epoch
+//! gets. Replicas are frozen with SIGSTOP to make acknowledgements stop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::Reply;
+use common::cluster::{Member, all, error_info, form, wait_caught_up};
+use partita_node::proto::kv_client::KvClient;
+use partita_node::proto::{
+    ErrorCode, GetRequest, PutRequest, ReadOptions, ReadPreference, Role, WriteConcern,
+    WriteOptions,
+};
+use std::time::Duration;
+
+const FLAGS: &[&str] = &["--in-memory", "--partitions", "2", "--heartbeat-ms", "50"];
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn kv(rt: &tokio::runtime::Runtime, m: &Member) -> KvClient<tonic::transport::Channel> {
+    rt.block_on(KvClient::connect(format!("http://{}", m.node().grpc)))
+        .unwrap()
+}
+
+fn put(key: &str, concern: WriteConcern, timeout_ms: u32) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: b"v".to_vec(),
+        write: Some(WriteOptions {
+            concern: concern as i32,
+            timeout_ms,
+        }),
+        ..Default::default()
+    }
+}
+
+fn error_text(r: &Reply) -> String {
+    match r {
+        Reply::Error(e) => e.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_write_concern_that_cannot_be_met_times_out_saying_how_many_copies_have_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Member::start(dir.path(), "n1", FLAGS);
+    let n2 = Member::start(dir.path(), "n2", FLAGS);
+    let n3 = Member::start(dir.path(), "n3", FLAGS);
+    form(&n1, &[&n2, &n3], 1);
+    let rt = rt();
+    let mut kv1 = kv(&rt, &n1);
+
+    // With both replicas streaming, QUORUM and ALL are met.
+    let ack = rt
+        .block_on(kv1.put(put("a", WriteConcern::All, 5000)))
+        .unwrap()
+        .into_inner()
+        .ack
+        .unwrap();
+    assert_eq!((ack.acked_copies, ack.required_copies), (3, 3));
+
+    // Frozen replicas acknowledge nothing: the write is applied, the concern is not met.
+    n2.pause();
+    n3.pause();
+    let err = rt
+        .block_on(kv1.put(put("b", WriteConcern::Quorum, 300)))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err}");
+    let info = error_info(&err);
+    assert_eq!(info.code, ErrorCode::WriteConcernTimeout as i32);
+    assert_eq!((info.acked_copies, info.required_copies), (1, 2));
+    assert!(err.message().contains("1 of 2 copies"), "{}", err.message());
+
+    let mut c = n1.client();
+    assert_eq!(
+        c.cmd(&["WRITECONCERN", "QUORUM", "TIMEOUT", "300"]),
+        Reply::Simple("OK".into())
+    );
+    let e = error_text(&c.cmd(&["SET", "c", "1"]));
+    assert!(
+        e.starts_with("TIMEOUT") && e.contains("1 of 2 copies"),
+        "{e}"
+    );
+    // Not rolled back: the primary holds both writes.
+    assert_eq!(c.cmd(&["GET", "b"]), Reply::Bulk(Some(b"v".to_vec())));
+    assert_eq!(c.cmd(&["GET", "c"]), Reply::Bulk(Some(b"1".to_vec())));
+    // WAIT counts what has arrived: nothing while both are frozen.
+    assert_eq!(c.cmd(&["WAIT", "1", "200"]), Reply::Int(0));
+
+    // Thawed, they catch up, and the same connection's writes are met again.
+    n2.resume();
+    n3.resume();
+    assert_eq!(c.cmd(&["WAIT", "2", "20000"]), Reply::Int(2));
+    assert_eq!(c.cmd(&["SET", "d", "1"]), Reply::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["WRITECONCERN"]),
+        Reply::Bulk(Some(b"QUORUM 300".to_vec()))
+    );
+    wait_caught_up(&n1, &[&n2, &n3], Duration::from_secs(30));
+}
+
+#[test]
+fn min_in_sync_replicas_refuses_writes_until_enough_replicas_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Member::start(dir.path(), "n1", FLAGS);
+    let n2 = Member::start(dir.path(), "n2", FLAGS);
+    // Through the CLI, as an operator would by hand.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_partita"))
+        .args(["admin", "--addr", &n1.node().grpc.to_string(), "assign"])
+        .args(["--partition", "all", "--epoch", "1", "--primary"])
+        .args(["--replicas", "n2", "--min-in-sync", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut c = n1.client();
+    let e = error_text(&c.cmd(&["SET", "k", "v"]));
+    assert!(e.starts_with("NOREPLICAS"), "{e}");
+    let rt = rt();
+    let mut kv1 = kv(&rt, &n1);
+    let err = rt
+        .block_on(kv1.put(put("k", WriteConcern::One, 0)))
+        .unwrap_err();
+    assert_eq!(
+        error_info(&err).code,
+        ErrorCode::NotEnoughInSync as i32,
+        "{err}"
+    );
+    assert_eq!(
+        c.cmd(&["GET", "k"]),
+        Reply::Bulk(None),
+        "a refused write is not applied"
+    );
+
+    n2.admin().assign_replica(all(), 1, n1.address()).unwrap();
+    common::wait_until(Duration::from_secs(30), "writes accepted", || {
+        c.cmd(&["SET", "k", "v"]) == Reply::Simple("OK".into())
+    });
+}
+
+#[test]
+fn replicas_refuse_writes_naming_the_primary_and_serve_reads_with_their_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Member::start(dir.path(), "n1", FLAGS);
+    let n2 = Member::start(dir.path(), "n2", FLAGS);
+    form(&n1, &[&n2], 1);
+    assert_eq!(
+        n1.client().cmd(&["SET", "k", "v"]),
+        Reply::Simple("OK".into())
+    );
+    wait_caught_up(&n1, &[&n2], Duration::from_secs(30));
+
+    let mut c = n2.client();
+    let e = error_text(&c.cmd(&["SET", "k", "w"]));
+    assert!(e.starts_with("READONLY"), "{e}");
+    assert!(
+        e.contains(&n1.node().resp.to_string()),
+        "names the primary: {e}"
+    );
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+    let info = c.cmd(&["INFO", "replication"]).text();
+    assert!(info.contains("role:slave"), "{info}");
+    assert!(info.contains("master_link_status:up"), "{info}");
+    assert!(info.contains("link=streaming"), "{info}");
+
+    let rt = rt();
+    let mut kv2 = kv(&rt, &n2);
+    let err = rt
+        .block_on(kv2.put(put("k", WriteConcern::One, 0)))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let info = error_info(&err);
+    assert_eq!(info.code, ErrorCode::NotPrimary as i32);
+    let primary = info.primary.unwrap();
+    assert_eq!(primary.grpc_addr, n1.node().grpc.to_string());
+
+    // A read that insists on the primary is refused; one that accepts any copy is served and
+    // says which copy served it.
+    let get = |preference: ReadPreference| GetRequest {
+        key: b"k".to_vec(),
+        read: Some(ReadOptions {
+            preference: preference as i32,
+            max_lag_ms: 0,
+        }),
+    };
+    let err = rt
+        .block_on(kv2.get(get(ReadPreference::Primary)))
+        .unwrap_err();
+    assert_eq!(error_info(&err).code, ErrorCode::NotPrimary as i32);
+    let got = rt
+        .block_on(kv2.get(get(ReadPreference::Any)))
+        .unwrap()
+        .into_inner();
+    assert!(got.found);
+    let read = got.info.unwrap();
+    assert_eq!(read.role, Role::Replica as i32);
+    assert_eq!(read.node_id, "n2");
+}
+
+#[test]
+fn admin_calls_with_an_older_epoch_are_refused_and_roles_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n1 = Member::start(dir.path(), "n1", &["--partitions", "2"]);
+    let mut admin = n1.admin();
+    admin.assign_primary(all(), 5, &[], 1).unwrap();
+    let err = admin.fence(all(), 4).unwrap_err();
+    assert_eq!(error_info(&err).code, ErrorCode::StaleEpoch as i32, "{err}");
+    // A different role at the same epoch would give one epoch two leaders: refused.
+    let err = admin.assign_replica(all(), 5, n1.address()).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    // An identical retry is accepted.
+    admin.assign_primary(all(), 5, &[], 1).unwrap();
+    // All or nothing: partition 1 at a higher epoch cannot make a mixed call succeed halfway.
+    admin.fence(common::cluster::ids(&[1]), 7).unwrap();
+    let err = admin.fence(all(), 6).unwrap_err();
+    assert_eq!(error_info(&err).code, ErrorCode::StaleEpoch as i32);
+    let st = admin.status();
+    let roles: Vec<(i32, u64)> = st.partitions.iter().map(|p| (p.role, p.epoch)).collect();
+    assert_eq!(
+        roles,
+        vec![(Role::Primary as i32, 5), (Role::Fenced as i32, 7)]
+    );
+    // The key's partition answers according to its role: OK on 0, FENCED on 1.
+    let r = n1.client().cmd(&["SET", "{a}", "v"]);
+    assert!(
+        r == Reply::Simple("OK".into()) || matches!(&r, Reply::Error(e) if e.starts_with("FENCED")),
+        "{r:?}"
+    );
+
+    n1.kill();
+    n1.restart();
+    let st = n1.status();
+    let after: Vec<(i32, u64)> = st.partitions.iter().map(|p| (p.role, p.epoch)).collect();
+    assert_eq!(after, roles, "roles and epochs are kept on disk");
+}

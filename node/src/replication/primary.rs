@@ -197,6 +197,9 @@ impl Replication for Service {
                 // Best effort: when the queue is full the stream just ends, and the replica
                 // says hello again either way.
                 let _ = tx.try_send((Err(status_of(&e)), 0));
+                // Status shows the replica gone at once, even if it cannot read the error (a
+                // frozen process) and so never closes its side.
+                link.p.tracker().detach(&link.node_id, link.session);
             }
         });
         let acks = Arc::clone(&p);

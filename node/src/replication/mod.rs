@@ -225,10 +225,7 @@ impl Replication {
                 partition: p.id(),
                 role: next.role.proto() as i32,
                 epoch: next.epoch,
-                last: Some(proto::Position {
-                    epoch: last.epoch,
-                    offset: last.offset,
-                }),
+                last: Some(last.proto()),
             });
         }
         Ok(out)

@@ -14,9 +14,8 @@ use crate::Error;
 use crate::engine::{Engine, Partition, now_ms};
 use crate::proto::replication_server::{Replication, ReplicationServer};
 use crate::proto::{
-    self, ContinueFrom, EntryBatch, ErrorCode, ErrorInfo, Heartbeat, PrimaryMessage,
-    ReplicaMessage, SnapshotBegin, SnapshotChunk, SyncKind, TruncateTo, primary_message,
-    replica_message,
+    ContinueFrom, EntryBatch, ErrorCode, ErrorInfo, Heartbeat, PrimaryMessage, ReplicaMessage,
+    SnapshotBegin, SnapshotChunk, SyncKind, TruncateTo, primary_message, replica_message,
 };
 use crate::server::grpc::{error, status_of};
 use crate::storage::{Position, SnapshotData};
@@ -47,13 +46,6 @@ impl Service {
         ReplicationServer::new(self.clone())
             .max_decoding_message_size(max)
             .max_encoding_message_size(max)
-    }
-}
-
-fn position(p: Position) -> proto::Position {
-    proto::Position {
-        epoch: p.epoch,
-        offset: p.offset,
     }
 }
 
@@ -406,7 +398,7 @@ impl Link {
         self.send(
             primary_message::Msg::Heartbeat(Heartbeat {
                 epoch: self.epoch,
-                end: Some(position(end)),
+                end: Some(end.proto()),
                 commit_offset: commit,
                 sent_at_ms: now,
                 replica_lag_ms: lag_ms,
@@ -431,16 +423,8 @@ impl Link {
         self.send(
             primary_message::Msg::SnapshotBegin(SnapshotBegin {
                 epoch: self.epoch,
-                at: Some(position(at)),
-                epoch_history: snapshot
-                    .meta
-                    .epoch_history
-                    .iter()
-                    .map(|&(epoch, start_offset)| proto::EpochStart {
-                        epoch,
-                        start_offset,
-                    })
-                    .collect(),
+                at: Some(at.proto()),
+                epoch_history: crate::storage::epoch_history_proto(&snapshot.meta.epoch_history),
                 total_keys: snapshot.items.len() as u64,
                 total_bytes,
                 total_chunks: chunks,
@@ -527,8 +511,8 @@ mod tests {
         encode_record(&mut buf, b"k", b"value", 0);
         encode_record(&mut buf, b"", b"", 1_700_000_000_000);
         let mut data = buf.freeze();
-        let a = proto::KeyValue::decode_length_delimited(&mut data).unwrap();
-        let b = proto::KeyValue::decode_length_delimited(&mut data).unwrap();
+        let a = crate::proto::KeyValue::decode_length_delimited(&mut data).unwrap();
+        let b = crate::proto::KeyValue::decode_length_delimited(&mut data).unwrap();
         assert_eq!(
             (a.key.as_slice(), a.value.as_slice(), a.expire_at_ms),
             (&b"k"[..], &b"value"[..], 0)

@@ -128,13 +128,6 @@ fn still_following(p: &Partition, epoch: u64, primary: &NodeAddress) -> bool {
     role.epoch == epoch && matches!(&role.role, Role::Replica(a) if a == primary)
 }
 
-fn position(p: Position) -> proto::Position {
-    proto::Position {
-        epoch: p.epoch,
-        offset: p.offset,
-    }
-}
-
 async fn next(inbound: &mut Streaming<PrimaryMessage>) -> Result<primary_message::Msg, End> {
     match inbound.message().await {
         Ok(Some(PrimaryMessage { msg: Some(m) })) => Ok(m),
@@ -186,14 +179,8 @@ async fn stream(
         partition: p.id(),
         epoch,
         node_id: cfg.node.node_id.clone(),
-        last: Some(position(last)),
-        epoch_history: history
-            .iter()
-            .map(|&(epoch, start_offset)| proto::EpochStart {
-                epoch,
-                start_offset,
-            })
-            .collect(),
+        last: Some(last.proto()),
+        epoch_history: crate::storage::epoch_history_proto(&history),
     };
     tx.send(ReplicaMessage {
         msg: Some(replica_message::Msg::Hello(hello)),

@@ -9,7 +9,7 @@
 use crate::engine::{Engine, Partition, now_ms};
 use crate::proto::admin_server::{Admin, AdminServer};
 use crate::proto::kv_server::{Kv, KvServer};
-use crate::proto::{self, *};
+use crate::proto::*;
 use crate::replication::Replication;
 use crate::replication::role::{Change, PrimarySettings, Role, RoleState};
 use crate::server::Limits;
@@ -245,10 +245,7 @@ impl Service {
             node_id: self.node.node_id.clone(),
             partition: p.id(),
             role: role.role.proto() as i32,
-            position: Some(proto::Position {
-                epoch: last.epoch,
-                offset: last.offset,
-            }),
+            position: Some(last.proto()),
             lag_entries,
             lag_ms,
         }
@@ -329,22 +326,13 @@ impl Service {
             partition: p.id(),
             role: role.role.proto() as i32,
             epoch: role.epoch,
-            last: Some(proto::Position {
-                epoch: last.epoch,
-                offset: last.offset,
-            }),
+            last: Some(last.proto()),
             commit_offset,
             log_start_offset: first,
             snapshot_offset: snapshot,
             keys: keys as u64,
             bytes,
-            epoch_history: history
-                .into_iter()
-                .map(|(epoch, start_offset)| EpochStart {
-                    epoch,
-                    start_offset,
-                })
-                .collect(),
+            epoch_history: crate::storage::epoch_history_proto(&history),
             primary,
             link,
             replicas,
@@ -878,10 +866,7 @@ impl Admin for Service {
                 partition: p.id(),
                 digest: crate::storage::digest_hex(&d),
                 keys,
-                at: Some(proto::Position {
-                    epoch: last.epoch,
-                    offset: last.offset,
-                }),
+                at: Some(last.proto()),
             });
         }
         Ok(Response::new(DigestResponse {

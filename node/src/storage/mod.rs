@@ -50,6 +50,25 @@ impl Position {
     pub fn new(epoch: u64, offset: u64) -> Self {
         Self { epoch, offset }
     }
+
+    /// The wire form.
+    pub fn proto(self) -> crate::proto::Position {
+        crate::proto::Position {
+            epoch: self.epoch,
+            offset: self.offset,
+        }
+    }
+}
+
+/// An epoch history, (epoch, first offset) oldest first, in its wire form.
+pub fn epoch_history_proto(history: &[(u64, u64)]) -> Vec<crate::proto::EpochStart> {
+    history
+        .iter()
+        .map(|&(epoch, start_offset)| crate::proto::EpochStart {
+            epoch,
+            start_offset,
+        })
+        .collect()
 }
 
 /// When the log is made durable, as Redis's `appendfsync`.

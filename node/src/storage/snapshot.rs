@@ -18,7 +18,7 @@
 use super::Position;
 use super::state::Item;
 use crate::Error;
-use crate::proto::{self, KeyValue, SnapshotBegin};
+use crate::proto::{KeyValue, SnapshotBegin};
 use bytes::Bytes;
 use prost::Message;
 use std::fs::File;
@@ -50,18 +50,8 @@ pub struct SnapshotData {
 fn header(meta: &SnapshotMeta, keys: u64) -> SnapshotBegin {
     SnapshotBegin {
         epoch: meta.at.epoch,
-        at: Some(proto::Position {
-            epoch: meta.at.epoch,
-            offset: meta.at.offset,
-        }),
-        epoch_history: meta
-            .epoch_history
-            .iter()
-            .map(|&(epoch, start_offset)| proto::EpochStart {
-                epoch,
-                start_offset,
-            })
-            .collect(),
+        at: Some(meta.at.proto()),
+        epoch_history: super::epoch_history_proto(&meta.epoch_history),
         total_keys: keys,
         total_bytes: 0,
         total_chunks: 0,

@@ -11,8 +11,8 @@ use common::Reply;
 use common::cluster::{Member, all, error_info, form, wait_caught_up};
 use partita_node::proto::kv_client::KvClient;
 use partita_node::proto::{
-    ErrorCode, GetRequest, PutRequest, ReadOptions, ReadPreference, Role, WriteConcern,
-    WriteOptions,
+    ErrorCode, GetRequest, NodeAddress, PutRequest, ReadOptions, ReadPreference, Role,
+    WriteConcern, WriteOptions,
 };
 use std::time::Duration;
 
@@ -219,8 +219,16 @@ fn admin_calls_with_an_older_epoch_are_refused_and_roles_survive_a_restart() {
     let err = admin.fence(all(), 4).unwrap_err();
     assert_eq!(error_info(&err).code, ErrorCode::StaleEpoch as i32, "{err}");
     // A different role at the same epoch would give one epoch two leaders: refused.
-    let err = admin.assign_replica(all(), 5, n1.address()).unwrap_err();
+    let elsewhere = NodeAddress {
+        node_id: "n9".into(),
+        grpc_addr: "127.0.0.1:9".into(),
+        resp_addr: String::new(),
+    };
+    let err = admin.assign_replica(all(), 5, elsewhere).unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    // Nor may a node follow itself.
+    let err = admin.follow(all(), 6, n1.address()).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     // An identical retry is accepted.
     admin.assign_primary(all(), 5, &[], 1).unwrap();
     // All or nothing: partition 1 at a higher epoch cannot make a mixed call succeed halfway.

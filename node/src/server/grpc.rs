@@ -140,6 +140,22 @@ impl Service {
         }
     }
 
+    /// A primary to follow must be reachable and must not be this node.
+    fn check_primary_address(&self, primary: &NodeAddress) -> Result<(), Status> {
+        if primary.grpc_addr.is_empty() {
+            return Err(Status::invalid_argument("the primary's grpc_addr is empty"));
+        }
+        if primary.grpc_addr == self.node.grpc_addr
+            || (!primary.node_id.is_empty() && primary.node_id == self.node.node_id)
+        {
+            return Err(Status::invalid_argument(format!(
+                "{} ({}) is this node: a node cannot follow itself",
+                primary.node_id, primary.grpc_addr
+            )));
+        }
+        Ok(())
+    }
+
     fn standalone(&self) -> bool {
         !self.engine.config().replicated
     }
@@ -734,10 +750,13 @@ impl Admin for Service {
         let partitions = self.selected(req.partitions.as_ref())?;
         let role = match req.role {
             Some(assign_role_request::Role::Primary(p)) => role_settings(&p),
-            Some(assign_role_request::Role::Replica(r)) => Role::Replica(
-                r.primary
-                    .ok_or_else(|| Status::invalid_argument("a replica role needs a primary"))?,
-            ),
+            Some(assign_role_request::Role::Replica(r)) => {
+                let primary = r
+                    .primary
+                    .ok_or_else(|| Status::invalid_argument("a replica role needs a primary"))?;
+                self.check_primary_address(&primary)?;
+                Role::Replica(primary)
+            }
             Some(assign_role_request::Role::Fenced(_)) => Role::Fenced,
             None => return Err(Status::invalid_argument("no role given")),
         };
@@ -782,9 +801,7 @@ impl Admin for Service {
         let primary = req
             .primary
             .ok_or_else(|| Status::invalid_argument("follow needs a primary"))?;
-        if primary.grpc_addr.is_empty() {
-            return Err(Status::invalid_argument("the primary's grpc_addr is empty"));
-        }
+        self.check_primary_address(&primary)?;
         let next = RoleState {
             epoch: req.epoch,
             role: Role::Replica(primary),

@@ -241,7 +241,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let service =
         server::grpc::Service::new(Arc::clone(&engine), limits, node, Arc::clone(&repl), writes);
-    let replication = primary::Service::new(Arc::clone(&engine), repl_cfg);
+    let replication = primary::Service::new(Arc::clone(&engine), repl_cfg, shutdown.clone());
     let grpc_task = {
         let mut shutdown = shutdown.clone();
         let incoming = server::grpc::limited_incoming(grpc, limits.max_connections);

@@ -254,3 +254,24 @@ fn admin_calls_with_an_older_epoch_are_refused_and_roles_survive_a_restart() {
     let after: Vec<(i32, u64)> = st.partitions.iter().map(|p| (p.role, p.epoch)).collect();
     assert_eq!(after, roles, "roles and epochs are kept on disk");
 }
+
+#[test]
+fn a_primary_with_replicas_attached_shuts_down_without_waiting_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shutdown timeout is far above the deadline below: a primary that waited for its
+    // replication streams to end would miss it.
+    let flags = [
+        "--in-memory",
+        "--partitions",
+        "2",
+        "--shutdown-timeout",
+        "30",
+    ];
+    let mut n1 = Member::start(dir.path(), "n1", &flags);
+    let mut n2 = Member::start(dir.path(), "n2", &flags);
+    form(&n1, &[&n2], 1);
+    let started = std::time::Instant::now();
+    assert!(n1.terminate(Duration::from_secs(5)), "the primary exits 0");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(n2.terminate(Duration::from_secs(5)), "the replica exits 0");
+}

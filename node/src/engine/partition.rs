@@ -416,6 +416,12 @@ impl Partition {
         lock(&self.live).role.clone()
     }
 
+    /// Whether the node leads the partition at exactly `epoch`.
+    pub fn leads_at(&self, epoch: u64) -> bool {
+        let live = lock(&self.live);
+        live.role.epoch == epoch && matches!(live.role.role, Role::Primary(_))
+    }
+
     /// Whether the node is the partition's primary.
     pub fn is_primary(&self) -> bool {
         matches!(lock(&self.live).role.role, Role::Primary(_))

@@ -23,7 +23,7 @@ use bytes::{BufMut, BytesMut};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -32,12 +32,22 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct Service {
     engine: Arc<Engine>,
     cfg: ReplicationConfig,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Service {
-    /// The service for `engine`.
-    pub fn new(engine: Arc<Engine>, cfg: ReplicationConfig) -> Self {
-        Self { engine, cfg }
+    /// The service for `engine`. Its streams end when `shutdown` turns true, so a graceful
+    /// shutdown does not wait for replicas to go away.
+    pub fn new(
+        engine: Arc<Engine>,
+        cfg: ReplicationConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            engine,
+            cfg,
+            shutdown,
+        }
     }
 
     /// The tonic server, with message limits applied.
@@ -182,9 +192,17 @@ impl Replication for Service {
             budget,
             tx,
         };
+        let mut down = self.shutdown.clone();
         tokio::spawn(async move {
             let tx = link.tx.clone();
-            if let Err(e) = link.run(decision).await {
+            let result = tokio::select! {
+                r = link.run(decision) => r,
+                _ = down.wait_for(|&d| d) => Err(Error::Replication {
+                    partition: link.p.id(),
+                    reason: "the primary is shutting down".into(),
+                }),
+            };
+            if let Err(e) = result {
                 tracing::info!(partition = link.p.id(), replica = %link.node_id, "stream closed: {e}");
                 // Best effort: when the queue is full the stream just ends, and the replica
                 // says hello again either way.
@@ -196,10 +214,19 @@ impl Replication for Service {
         });
         let acks = Arc::clone(&p);
         let node_id = hello.node_id.clone();
+        let mut down = self.shutdown.clone();
         tokio::spawn(async move {
-            while let Ok(Some(msg)) = inbound.message().await {
-                if let Some(replica_message::Msg::Ack(a)) = msg.msg {
-                    acks.on_ack(&node_id, session, a.applied_offset, a.durable_offset);
+            loop {
+                let msg = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = down.wait_for(|&d| d) => break,
+                };
+                match msg {
+                    Ok(Some(ReplicaMessage {
+                        msg: Some(replica_message::Msg::Ack(a)),
+                    })) => acks.on_ack(&node_id, session, a.applied_offset, a.durable_offset),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
                 }
             }
             acks.tracker().detach(&node_id, session);
@@ -302,6 +329,9 @@ impl Link {
     }
 
     fn check_role(&self) -> Result<(), Error> {
+        if self.p.leads_at(self.epoch) {
+            return Ok(());
+        }
         let role = self.p.role();
         match role.role {
             Role::Primary(_) if role.epoch == self.epoch => Ok(()),
@@ -373,7 +403,11 @@ impl Link {
                 continue;
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = &mut notified => {
+                    // Let the writers that are ready run first: their entries then go out in
+                    // one message instead of one message each. Costs nothing when idle.
+                    tokio::task::yield_now().await;
+                }
                 _ = tokio::time::sleep(self.cfg.heartbeat) => {
                     self.heartbeat().await?;
                     last_heartbeat = Instant::now();

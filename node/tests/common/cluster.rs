@@ -95,6 +95,11 @@ impl Member {
         }
     }
 
+    /// SIGTERM, and wait (at most `deadline`) for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self, deadline: Duration) -> bool {
+        self.node.take().is_some_and(|n| n.terminate(deadline))
+    }
+
     /// SIGSTOP: the process keeps its sockets but does nothing.
     pub fn pause(&self) {
         send_signal(self.pid(), libc::SIGSTOP);

@@ -37,8 +37,8 @@ wait for more replicas that would otherwise dominate every full sync; --redis-sy
 it), and enable-debug-command local (for DEBUG DIGEST in the gate). Partita's full-sync primary
 keeps --fullsync-backlog-bytes of log per partition (default 65536: 1 MiB over 16 partitions,
 Redis's default backlog), so the fresh replica gets a snapshot as Redis's gets an RDB;
---fullsync-backlog-bytes 0 keeps the node's default backlog (64 MiB per partition), with which
-a freshly loaded log may be replayed instead. The sync kind of every partition is reported.
+--fullsync-backlog-bytes 0 keeps the node's default backlog (with --in-memory, 1 MiB per
+partition), with which a replica may replay a log the primary still holds instead. The sync kind of every partition is reported.
 
 Every server is started fresh for its run, on loopback: Partita on ports the kernel picks (read
 back from its ready line), Redis on free ports picked the same way and refused if taken; each

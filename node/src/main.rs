@@ -59,10 +59,12 @@ struct Args {
     /// When the log is synced to disk: always, everysec or never.
     #[arg(long, env = "PARTITA_FSYNC", default_value = "everysec")]
     fsync: FsyncPolicy,
-    /// Bytes of log kept per partition for replicas' partial resync. A standalone node with
-    /// --in-memory keeps none: it has no replicas.
-    #[arg(long, default_value_t = 64 << 20)]
-    backlog_bytes: u64,
+    /// Bytes of log kept per partition for replicas' partial resync. Default: 64 MiB on disk
+    /// with a data directory; 1 MiB in memory with --in-memory (16 MiB for 16 partitions,
+    /// where Redis keeps 1 MiB in all). A standalone node with --in-memory keeps none: it has
+    /// no replicas.
+    #[arg(long)]
+    backlog_bytes: Option<u64>,
     /// Bytes per log segment file.
     #[arg(long, default_value_t = 64 << 20,
           value_parser = clap::value_parser!(u64).range(4096..))]
@@ -177,7 +179,11 @@ async fn run(args: Args) -> Result<(), String> {
         data_dir: (!args.in_memory).then(|| args.data_dir.clone()),
         partitions: args.partitions,
         fsync: args.fsync,
-        backlog_bytes: args.backlog_bytes,
+        backlog_bytes: args.backlog_bytes.unwrap_or(if args.in_memory {
+            1 << 20
+        } else {
+            64 << 20
+        }),
         segment_bytes: args.segment_bytes,
         snapshot_log_bytes: args.snapshot_log_bytes,
         // A standalone node has no replicas.

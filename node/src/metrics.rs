@@ -62,6 +62,10 @@ pub struct Metrics {
     pub snapshot_age_seconds: Family<PartitionLabel, Gauge>,
     /// Replica streams a primary began, by how they resumed.
     pub replica_syncs: Family<SyncLabel, Counter>,
+    /// Entry batches a primary sent to replicas.
+    pub replication_batches: Counter,
+    /// Entries a primary sent to replicas.
+    pub replication_entries: Counter,
     snapshot_unix_ms: Vec<AtomicU64>,
 }
 
@@ -86,6 +90,8 @@ fn build() -> (Metrics, Registry) {
         log_bytes: Family::default(),
         snapshot_age_seconds: Family::default(),
         replica_syncs: Family::default(),
+        replication_batches: Counter::default(),
+        replication_entries: Counter::default(),
         snapshot_unix_ms: (0..MAX_PARTITIONS)
             .map(|_| AtomicU64::new(now_unix_ms()))
             .collect(),
@@ -127,6 +133,16 @@ fn build() -> (Metrics, Registry) {
         "replica_syncs",
         "Replica streams begun as a primary, by kind (partial, truncate, full)",
         m.replica_syncs.clone(),
+    );
+    r.register(
+        "replication_batches",
+        "Entry batches sent to replicas",
+        m.replication_batches.clone(),
+    );
+    r.register(
+        "replication_entries",
+        "Entries sent to replicas",
+        m.replication_entries.clone(),
     );
     (m, r)
 }

@@ -394,6 +394,9 @@ impl Link {
             let entries = self.p.store().read(next, self.cfg.batch_bytes)?;
             if let Some(last) = entries.last() {
                 next = last.offset + 1;
+                let m = crate::metrics::get();
+                m.replication_batches.inc();
+                m.replication_entries.inc_by(entries.len() as u64);
                 self.send(primary_message::Msg::Entries(EntryBatch { entries }), next)
                     .await?;
                 if last_heartbeat.elapsed() >= self.cfg.heartbeat {

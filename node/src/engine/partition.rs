@@ -891,6 +891,98 @@ mod tests {
         p.write(1, |_| ((), Some(command))).map(|(_, o)| o)
     }
 
+    fn replica_partition() -> Arc<Partition> {
+        let p = partition(FsyncPolicy::Never).0;
+        let follow = RoleState {
+            epoch: 1,
+            role: Role::Replica(crate::proto::NodeAddress {
+                node_id: "n1".into(),
+                grpc_addr: "127.0.0.1:1".into(),
+                resp_addr: String::new(),
+            }),
+        };
+        p.change_role(Change::Follow, follow, "n2").expect("follow");
+        p
+    }
+
+    fn put_entry(offset: u64, key: &str) -> LogEntry {
+        let command = Command {
+            cmd: Some(Cmd::Put(PutCommand {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                expire_at_ms: 0,
+            })),
+        };
+        entry(Position::new(1, offset), 0, &command)
+    }
+
+    #[test]
+    fn a_replica_applies_entries_only_at_the_next_offset_and_never_skips() {
+        let p = replica_partition();
+        assert_eq!(
+            p.apply_replicated(vec![put_entry(1, "a"), put_entry(2, "b")])
+                .unwrap(),
+            2
+        );
+        // A gap stops the batch at the entry before it; nothing after the gap is applied.
+        let err = p
+            .apply_replicated(vec![
+                put_entry(3, "c"),
+                put_entry(5, "e"),
+                put_entry(6, "f"),
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::OffsetGap {
+                    expected: 4,
+                    got: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(p.last().offset, 3);
+        assert_eq!(
+            p.store().last().offset,
+            3,
+            "what was applied reached the log"
+        );
+        // A damaged entry is refused too.
+        let mut bad = put_entry(4, "d");
+        bad.crc32c ^= 1;
+        assert!(matches!(
+            p.apply_replicated(vec![bad]),
+            Err(Error::CorruptEntry { offset: 4, .. })
+        ));
+        assert_eq!(p.last().offset, 3);
+        assert!(p.read(|s| s.held(b"d").is_none() && s.held(b"e").is_none()));
+        // Client writes are refused on a replica, naming its primary.
+        assert!(matches!(
+            set(&p, "x"),
+            Err(Error::NotPrimary {
+                primary: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_promoted_replica_keeps_its_log_and_marks_its_epoch() {
+        let p = replica_partition();
+        p.apply_replicated(vec![put_entry(1, "a"), put_entry(2, "b")])
+            .unwrap();
+        let promote = RoleState::standalone_at(2);
+        let last = p.change_role(Change::Promote, promote, "n2").unwrap();
+        assert_eq!(last, Position::new(2, 3), "an epoch marker opens epoch 2");
+        assert_eq!(p.read(|s| s.epoch_history().to_vec()), vec![(1, 1), (2, 3)]);
+        assert_eq!(set(&p, "c").unwrap(), Some(4));
+        // The old stream's late entries are refused now.
+        assert!(p.apply_replicated(vec![put_entry(3, "z")]).is_err());
+        assert!(p.install_snapshot(SnapshotData::default()).is_err());
+    }
+
     #[test]
     fn after_a_failed_append_no_caller_is_told_its_write_persisted() {
         let (p, store) = partition(FsyncPolicy::EverySec);

@@ -275,3 +275,31 @@ fn a_primary_with_replicas_attached_shuts_down_without_waiting_for_them() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(n2.terminate(Duration::from_secs(5)), "the replica exits 0");
 }
+
+#[test]
+fn an_identical_role_retry_leaves_a_healthy_link_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Member::start(dir.path(), "n1", FLAGS);
+    let n2 = Member::start(dir.path(), "n2", FLAGS);
+    form(&n1, &[&n2], 1);
+    let syncs = |m: &Member| -> Vec<u64> {
+        m.status()
+            .partitions
+            .iter()
+            .map(|p| p.link.as_ref().map_or(0, |l| l.partial_syncs))
+            .collect()
+    };
+    let before = syncs(&n2);
+    assert!(before.iter().all(|&n| n == 1), "{before:?}");
+    // The operator re-applies its plan on every reconcile: the same role at the same epoch.
+    n2.admin().assign_replica(all(), 1, n1.address()).unwrap();
+    n2.admin().follow(all(), 1, n1.address()).unwrap();
+    n1.admin().assign_primary(all(), 1, &["n2"], 2).unwrap();
+    // A restarted link would have said hello again (a new partial sync) before streaming this.
+    assert_eq!(
+        n1.client().cmd(&["SET", "k", "v"]),
+        Reply::Simple("OK".into())
+    );
+    wait_caught_up(&n1, &[&n2], Duration::from_secs(30));
+    assert_eq!(syncs(&n2), before, "the link was not restarted");
+}

@@ -219,8 +219,13 @@ impl Replication {
         }
         let mut out = Vec::with_capacity(partitions.len());
         for p in partitions {
+            let before = p.role();
             let last = p.change_role(change, next.clone(), &self.cfg.node.node_id)?;
-            self.sync_link(p);
+            // An identical retry (the operator re-applies its plan on every reconcile) must not
+            // restart a healthy link.
+            if p.role() != before {
+                self.sync_link(p);
+            }
             out.push(proto::PartitionRoleState {
                 partition: p.id(),
                 role: next.role.proto() as i32,

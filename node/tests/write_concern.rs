@@ -289,6 +289,19 @@ fn an_identical_role_retry_leaves_a_healthy_link_alone() {
             .map(|p| p.link.as_ref().map_or(0, |l| l.partial_syncs))
             .collect()
     };
+    // The primary counts a replica in sync once it has queued its answer; the replica counts
+    // the sync once it has read it.
+    common::wait_until(
+        Duration::from_secs(30),
+        "n2 streams every partition",
+        || {
+            n2.status().partitions.iter().all(|p| {
+                p.link
+                    .as_ref()
+                    .is_some_and(|l| l.state == partita_node::proto::LinkState::Streaming as i32)
+            })
+        },
+    );
     let before = syncs(&n2);
     assert!(before.iter().all(|&n| n == 1), "{before:?}");
     // The operator re-applies its plan on every reconcile: the same role at the same epoch.

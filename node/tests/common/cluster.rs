@@ -100,9 +100,24 @@ impl Member {
         self.node.take().is_some_and(|n| n.terminate(deadline))
     }
 
-    /// SIGSTOP: the process keeps its sockets but does nothing.
+    /// SIGSTOP: the process keeps its sockets but does nothing. Returns once every thread of
+    /// it is stopped: the signal is delivered asynchronously, and a thread running on another
+    /// core can still act for a moment after kill(2) returns.
     pub fn pause(&self) {
-        send_signal(self.pid(), libc::SIGSTOP);
+        let pid = self.pid();
+        send_signal(pid, libc::SIGSTOP);
+        super::wait_until(Duration::from_secs(10), "every thread stopped", || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                    // The state follows the command name in parentheses.
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                })
+            })
+        });
     }
 
     /// SIGCONT after [`Member::pause`].

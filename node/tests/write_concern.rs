@@ -316,3 +316,76 @@ fn an_identical_role_retry_leaves_a_healthy_link_alone() {
     wait_caught_up(&n1, &[&n2], Duration::from_secs(30));
     assert_eq!(syncs(&n2), before, "the link was not restarted");
 }
+
+#[test]
+fn a_switchover_under_writes_loses_nothing_even_at_write_concern_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Member::start(dir.path(), "n1", FLAGS);
+    let n2 = Member::start(dir.path(), "n2", FLAGS);
+    let n3 = Member::start(dir.path(), "n3", FLAGS);
+    form(&n1, &[&n2, &n3], 1);
+    // One writer keeps writing unique keys at ONE until the primary refuses.
+    let writer = {
+        let addr = n1.node().resp;
+        std::thread::spawn(move || {
+            let mut c = common::Client::connect(addr);
+            let mut acked = Vec::new();
+            for i in 0..200_000u32 {
+                let key = format!("sw:{i}");
+                match c.cmd(&["SET", key.as_str(), "v"]) {
+                    Reply::Simple(_) => acked.push(key),
+                    Reply::Error(e) => {
+                        assert!(e.starts_with("FENCED"), "{e}");
+                        return acked;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            acked
+        })
+    };
+    common::wait_until(Duration::from_secs(30), "writes flowing", || {
+        n1.status()
+            .partitions
+            .iter()
+            .all(|p| p.last.unwrap().offset > 200)
+    });
+    // Fence: the primary stops accepting writes and says where each partition ends.
+    let fenced = n1.admin().fence(all(), 2).unwrap();
+    let acked = writer.join().unwrap();
+    assert!(!acked.is_empty());
+    for p in &fenced.partitions {
+        let end = p.last.unwrap().offset;
+        // The target catches up from the fenced primary's stream, then takes over.
+        n2.admin()
+            .promote_after(
+                common::cluster::ids(&[p.partition]),
+                2,
+                &["n1", "n3"],
+                3,
+                end,
+                20_000,
+            )
+            .unwrap_or_else(|e| panic!("promote partition {}: {e}", p.partition));
+    }
+    for m in [&n3, &n1] {
+        m.admin().follow(all(), 2, n2.address()).unwrap();
+    }
+    wait_caught_up(&n2, &[&n1, &n3], Duration::from_secs(30));
+    common::cluster::assert_same_data(&[&n1, &n2, &n3]);
+    let mut c = n2.client();
+    for key in &acked {
+        assert_eq!(
+            c.cmd(&["GET", key.as_str()]),
+            Reply::Bulk(Some(b"v".to_vec())),
+            "{key} was acknowledged before the switchover"
+        );
+    }
+    // The old primary followed without a full sync.
+    for p in n1.status().partitions {
+        assert_ne!(
+            p.link.unwrap().last_sync,
+            partita_node::proto::SyncKind::Full as i32
+        );
+    }
+}

@@ -274,7 +274,7 @@ impl Link {
                 }
                 _ = tokio::time::sleep(self.cfg.heartbeat) => {
                     self.check_still_held(next)?;
-                    self.check_role()?;
+                    self.draining()?;
                 }
             }
         }
@@ -296,7 +296,7 @@ impl Link {
                 }
                 _ = tokio::time::sleep(self.cfg.heartbeat) => {
                     self.check_still_held(next)?;
-                    self.check_role()?;
+                    self.draining()?;
                 }
             }
         }
@@ -326,6 +326,17 @@ impl Link {
             });
         }
         Ok(())
+    }
+
+    /// Whether the stream goes on: `false` while this node leads at the stream's epoch, `true`
+    /// once it is fenced (a switchover: every entry it accepted still goes out, so the
+    /// target can catch up before it is promoted), an error for any other role.
+    fn draining(&self) -> Result<bool, Error> {
+        match self.check_role() {
+            Ok(()) => Ok(false),
+            Err(Error::Fenced { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     fn check_role(&self) -> Result<(), Error> {
@@ -387,11 +398,20 @@ impl Link {
         self.p.tracker().streaming(&self.node_id, self.session);
         let mut last_heartbeat = Instant::now();
         loop {
-            self.check_role()?;
+            let draining = self.draining()?;
             let notified = self.p.appended().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let entries = self.p.store().read(next, self.cfg.batch_bytes)?;
+            let mut entries = self.p.store().read(next, self.cfg.batch_bytes)?;
+            if entries.is_empty() && draining {
+                // Fenced: no write is accepted any more, and the flush hands the store every
+                // entry accepted before the fence. Once those are sent, the stream ends.
+                self.p.flush()?;
+                entries = self.p.store().read(next, self.cfg.batch_bytes)?;
+                if entries.is_empty() {
+                    return self.check_role();
+                }
+            }
             if let Some(last) = entries.last() {
                 next = last.offset + 1;
                 let m = crate::metrics::get();

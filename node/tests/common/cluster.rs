@@ -294,12 +294,26 @@ impl Admin {
         replicas: &[&str],
         copies: u32,
     ) -> Result<RoleChangeResponse, tonic::Status> {
+        self.promote_after(partitions, epoch, replicas, copies, 0, 0)
+    }
+
+    /// Promote once the copy holds `min_offset`, waiting at most `timeout_ms` for it (a
+    /// switchover passes the fenced primary's final offset).
+    pub fn promote_after(
+        &mut self,
+        partitions: Option<PartitionSelector>,
+        epoch: u64,
+        replicas: &[&str],
+        copies: u32,
+        min_offset: u64,
+        timeout_ms: u32,
+    ) -> Result<RoleChangeResponse, tonic::Status> {
         let req = PromoteRequest {
             partitions,
             epoch,
             primary: Some(primary_role(replicas, copies)),
-            min_offset: 0,
-            catch_up_timeout_ms: 0,
+            min_offset,
+            catch_up_timeout_ms: timeout_ms,
         };
         let c = &mut self.client;
         self.rt

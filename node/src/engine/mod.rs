@@ -351,14 +351,7 @@ fn open_partition(cfg: &EngineConfig, id: u32) -> Result<Opened, Error> {
     let last_epoch = state.last().epoch;
     let (role, role_dir) = if cfg.replicated {
         let held = match &partition_dir {
-            Some(dir) => role::load(dir).map_err(|e| match e {
-                Error::Unrecoverable { dir, reason, .. } => Error::Unrecoverable {
-                    partition: id,
-                    dir,
-                    reason,
-                },
-                other => other,
-            })?,
+            Some(dir) => role::load(dir, id)?,
             None => None,
         };
         let role = held.unwrap_or(RoleState {

@@ -162,6 +162,13 @@ impl Partition {
         let Some(command) = command else {
             return Ok((result, None));
         };
+        let offset = self.queue(&mut live, now_ms, command)?;
+        Ok((result, Some(offset)))
+    }
+
+    /// Applies `command` as the next entry at the held epoch and queues it for the log;
+    /// returns its offset. A command too large for one log record changes nothing.
+    fn queue(&self, live: &mut Live, now_ms: i64, command: Command) -> Result<u64, Error> {
         // A primary's epoch is never below its last entry's (role::check_change).
         let epoch = live.role.epoch.max(live.state.last().epoch);
         let at = Position::new(epoch, live.state.last().offset + 1);
@@ -169,7 +176,7 @@ impl Partition {
             // Nothing keeps the entry: apply, and remember where the log now ends.
             live.state.apply_next(epoch, command);
             live.pending_last = Some(at);
-            return Ok((result, Some(at.offset)));
+            return Ok(at.offset);
         }
         let e = entry(at, now_ms, &command);
         if e.command.len() + 64 > crate::storage::MAX_RECORD_LEN {
@@ -182,38 +189,28 @@ impl Partition {
         live.since_snapshot += (e.command.len() + 32) as u64;
         live.state.apply_next(epoch, command);
         live.pending.push(e);
-        Ok((result, Some(at.offset)))
+        Ok(at.offset)
     }
 
     /// Whether a client write may proceed: only on the primary at its epoch (invariant 1), and
     /// only while enough replicas are in sync.
     fn check_writable(&self, role: &RoleState, now_ms: i64) -> Result<(), Error> {
-        let (partition, epoch) = (self.id, role.epoch);
-        match &role.role {
-            Role::Primary(s) if s.min_in_sync > 0 => {
-                let in_sync = self.tracker.lock().in_sync_count(now_ms);
-                if in_sync < s.min_in_sync {
-                    return Err(Error::NotEnoughInSync {
-                        partition,
-                        in_sync,
-                        min: s.min_in_sync,
-                    });
-                }
-                Ok(())
-            }
-            Role::Primary(_) => Ok(()),
-            Role::Replica(p) => Err(Error::NotPrimary {
-                partition,
-                epoch,
-                primary: Some(p.clone()),
-            }),
-            Role::Unassigned => Err(Error::NotPrimary {
-                partition,
-                epoch,
-                primary: None,
-            }),
-            Role::Fenced => Err(Error::Fenced { partition, epoch }),
+        if let Some(refused) = role.refusal(self.id) {
+            return Err(refused);
         }
+        if let Role::Primary(s) = &role.role
+            && s.min_in_sync > 0
+        {
+            let in_sync = self.tracker.lock().in_sync_count(now_ms);
+            if in_sync < s.min_in_sync {
+                return Err(Error::NotEnoughInSync {
+                    partition: self.id,
+                    in_sync,
+                    min: s.min_in_sync,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn stopped(&self, why: &str) -> Error {
@@ -242,10 +239,9 @@ impl Partition {
             };
             return match self.store.advance_to(last) {
                 Ok(()) => {
+                    // A store that keeps no entries has nothing to replicate: no replica lag
+                    // to measure either.
                     self.written.fetch_max(last.offset, Ordering::Release);
-                    self.tracker
-                        .lock()
-                        .appended(last.offset, crate::engine::now_ms());
                     Ok(last.offset)
                 }
                 Err(e) => {
@@ -471,17 +467,9 @@ impl Partition {
             let lead =
                 matches!(next.role, Role::Primary(_)) && next.epoch > live.state.last().epoch;
             live.role = next;
-            if lead && self.retain {
-                let at = Position::new(live.role.epoch, live.state.last().offset + 1);
-                let command = crate::storage::epoch_marker(node_id);
-                let e = entry(at, crate::engine::now_ms(), &command);
-                live.state.apply_next(at.epoch, command);
-                live.pending.push(e);
-            } else if lead {
-                let command = crate::storage::epoch_marker(node_id);
-                let epoch = live.role.epoch;
-                let at = live.state.apply_next(epoch, command);
-                live.pending_last = Some(at);
+            if lead {
+                let marker = crate::storage::epoch_marker(node_id);
+                self.queue(&mut live, crate::engine::now_ms(), marker)?;
             }
         }
         self.flush()?;

@@ -97,28 +97,11 @@ impl Replication for Service {
                 )
             })?;
         let role = p.role();
-        let settings = match &role.role {
-            Role::Primary(s) => s.clone(),
-            Role::Replica(primary) => {
-                return Err(status_of(&Error::NotPrimary {
-                    partition: p.id(),
-                    epoch: role.epoch,
-                    primary: Some(primary.clone()),
-                }));
-            }
-            Role::Fenced => {
-                return Err(status_of(&Error::Fenced {
-                    partition: p.id(),
-                    epoch: role.epoch,
-                }));
-            }
-            Role::Unassigned => {
-                return Err(status_of(&Error::NotPrimary {
-                    partition: p.id(),
-                    epoch: role.epoch,
-                    primary: None,
-                }));
-            }
+        if let Some(refused) = role.refusal(p.id()) {
+            return Err(status_of(&refused));
+        }
+        let Role::Primary(settings) = &role.role else {
+            return Err(Status::internal("a primary without primary settings"));
         };
         if !settings.replicas.is_empty() && !settings.replicas.contains(&hello.node_id) {
             return Err(Status::permission_denied(format!(
@@ -256,28 +239,14 @@ struct Link {
 }
 
 impl Link {
-    /// Queues a message once the send buffer has room for it. While waiting, checks every
-    /// heartbeat interval that the replica's next entry is still in the log (`next`); once it
-    /// is not, the replica is cut off.
+    /// Queues a message once the send buffer has room for it.
     async fn send(&self, msg: primary_message::Msg, next: u64) -> Result<(), Error> {
         let msg = PrimaryMessage { msg: Some(msg) };
         let n = prost::Message::encoded_len(&msg).clamp(1, self.budget);
-        loop {
-            let acquire = self.buffer.acquire_many(n as u32);
-            tokio::select! {
-                permit = acquire => {
-                    let Ok(permit) = permit else {
-                        return Err(self.closed());
-                    };
-                    permit.forget();
-                    break;
-                }
-                _ = tokio::time::sleep(self.cfg.heartbeat) => {
-                    self.check_still_held(next)?;
-                    self.draining()?;
-                }
-            }
-        }
+        self.until(next, || self.buffer.acquire_many(n as u32))
+            .await?
+            .map_err(|_| self.closed())?
+            .forget();
         self.p.tracker().set_buffer(
             &self.node_id,
             self.session,
@@ -285,15 +254,24 @@ impl Link {
         );
         // The queue holds at most as many messages as the byte budget allows, but small
         // messages could still fill its slots: wait for one with the same checks.
+        self.until(next, || self.tx.reserve())
+            .await?
+            .map_err(|_| self.closed())?
+            .send((Ok(msg), n));
+        Ok(())
+    }
+
+    /// Waits for the future `wait` makes. Every heartbeat interval meanwhile, it checks that the
+    /// replica's next entry (`next`) is still in the log and that this node still streams it;
+    /// once either fails, the replica is cut off.
+    async fn until<F: std::future::Future>(
+        &self,
+        next: u64,
+        mut wait: impl FnMut() -> F,
+    ) -> Result<F::Output, Error> {
         loop {
             tokio::select! {
-                slot = self.tx.reserve() => {
-                    let Ok(slot) = slot else {
-                        return Err(self.closed());
-                    };
-                    slot.send((Ok(msg), n));
-                    return Ok(());
-                }
+                out = wait() => return Ok(out),
                 _ = tokio::time::sleep(self.cfg.heartbeat) => {
                     self.check_still_held(next)?;
                     self.draining()?;
@@ -344,23 +322,12 @@ impl Link {
             return Ok(());
         }
         let role = self.p.role();
-        match role.role {
-            Role::Primary(_) if role.epoch == self.epoch => Ok(()),
-            Role::Fenced => Err(Error::Fenced {
-                partition: self.p.id(),
-                epoch: role.epoch,
-            }),
-            Role::Replica(primary) => Err(Error::NotPrimary {
-                partition: self.p.id(),
-                epoch: role.epoch,
-                primary: Some(primary),
-            }),
-            _ => Err(Error::NotPrimary {
-                partition: self.p.id(),
-                epoch: role.epoch,
-                primary: None,
-            }),
-        }
+        // A primary at another epoch leads a different history than this stream carries.
+        Err(role.refusal(self.p.id()).unwrap_or(Error::NotPrimary {
+            partition: self.p.id(),
+            epoch: role.epoch,
+            primary: None,
+        }))
     }
 
     async fn run(&self, decision: Resume) -> Result<(), Error> {
@@ -472,11 +439,12 @@ impl Link {
         let at = snapshot.meta.at;
         let chunk_bytes = self.cfg.batch_bytes.max(4096);
         let (mut chunks, mut total_bytes, mut crc) = (0u32, 0u64, 0u32);
-        for_each_chunk(snapshot, chunk_bytes, |data| {
+        let mut counting = Chunks::new(snapshot, chunk_bytes);
+        while let Some(data) = counting.next_chunk() {
             chunks += 1;
             total_bytes += data.len() as u64;
             crc = crc32c::crc32c_append(crc, data);
-        });
+        }
         self.send(
             primary_message::Msg::SnapshotBegin(SnapshotBegin {
                 epoch: self.epoch,
@@ -490,19 +458,12 @@ impl Link {
             at.offset + 1,
         )
         .await?;
+        let mut sending = Chunks::new(snapshot, chunk_bytes);
         let mut index = 0u32;
-        let mut buf = BytesMut::with_capacity(chunk_bytes + 1024);
-        for (key, item) in &snapshot.items {
-            encode_record(&mut buf, key, &item.value, item.expire_at_ms);
-            if buf.len() >= chunk_bytes {
-                let data = buf.split().to_vec();
-                self.send_chunk(index, data, at.offset + 1).await?;
-                index += 1;
-            }
-        }
-        if !buf.is_empty() {
-            let data = buf.split().to_vec();
+        while let Some(data) = sending.next_chunk() {
+            let data = data.to_vec();
             self.send_chunk(index, data, at.offset + 1).await?;
+            index += 1;
         }
         Ok(())
     }
@@ -541,19 +502,33 @@ fn encode_record(buf: &mut BytesMut, key: &[u8], value: &[u8], expire_at_ms: i64
     }
 }
 
-/// Calls `f` with every chunk of the snapshot's records, in order, each at least `chunk_bytes`
-/// long except the last.
-fn for_each_chunk(snapshot: &SnapshotData, chunk_bytes: usize, mut f: impl FnMut(&[u8])) {
-    let mut buf = BytesMut::with_capacity(chunk_bytes + 1024);
-    for (key, item) in &snapshot.items {
-        encode_record(&mut buf, key, &item.value, item.expire_at_ms);
-        if buf.len() >= chunk_bytes {
-            f(&buf);
-            buf.clear();
+/// A snapshot's records, encoded chunk by chunk into one reused buffer: every chunk is at least
+/// `chunk_bytes` long except the last, and the same snapshot always gives the same chunks.
+struct Chunks<'a> {
+    items: std::slice::Iter<'a, (bytes::Bytes, crate::storage::Item)>,
+    buf: BytesMut,
+    chunk_bytes: usize,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(snapshot: &'a SnapshotData, chunk_bytes: usize) -> Self {
+        Self {
+            items: snapshot.items.iter(),
+            buf: BytesMut::with_capacity(chunk_bytes + 1024),
+            chunk_bytes,
         }
     }
-    if !buf.is_empty() {
-        f(&buf);
+
+    /// The next chunk, or `None` once every record was returned.
+    fn next_chunk(&mut self) -> Option<&[u8]> {
+        self.buf.clear();
+        for (key, item) in self.items.by_ref() {
+            encode_record(&mut self.buf, key, &item.value, item.expire_at_ms);
+            if self.buf.len() >= self.chunk_bytes {
+                break;
+            }
+        }
+        (!self.buf.is_empty()).then_some(&self.buf[..])
     }
 }
 

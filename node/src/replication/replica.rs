@@ -89,7 +89,9 @@ pub async fn run(
         }
         let started = Instant::now();
         let end = tokio::select! {
-            end = session(&p, &cfg, channel.clone(), epoch, &primary) => end,
+            end = stream(&p, &cfg, channel.clone(), epoch, &primary) => {
+                end.err().unwrap_or(End::Stop)
+            }
             _ = shutdown.wait_for(|&down| down) => End::Stop,
         };
         let wait = match end {
@@ -147,19 +149,6 @@ async fn ack(p: &Partition, tx: &mpsc::Sender<ReplicaMessage>) -> Result<(), End
     tx.send(msg)
         .await
         .map_err(|_| End::Broken("the stream to the primary closed".into()))
-}
-
-async fn session(
-    p: &Arc<Partition>,
-    cfg: &ReplicationConfig,
-    channel: Channel,
-    epoch: u64,
-    primary: &NodeAddress,
-) -> End {
-    match stream(p, cfg, channel, epoch, primary).await {
-        Ok(()) => End::Stop,
-        Err(end) => end,
-    }
 }
 
 async fn stream(

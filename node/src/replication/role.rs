@@ -74,6 +74,26 @@ impl RoleState {
         Self::standalone_at(1)
     }
 
+    /// Why a copy in this role refuses to act as the partition's primary (a client write, a
+    /// replica's stream); `None` for a primary. A replica names the primary it follows.
+    pub fn refusal(&self, partition: u32) -> Option<Error> {
+        let epoch = self.epoch;
+        match &self.role {
+            Role::Primary(_) => None,
+            Role::Replica(p) => Some(Error::NotPrimary {
+                partition,
+                epoch,
+                primary: Some(p.clone()),
+            }),
+            Role::Unassigned => Some(Error::NotPrimary {
+                partition,
+                epoch,
+                primary: None,
+            }),
+            Role::Fenced => Some(Error::Fenced { partition, epoch }),
+        }
+    }
+
     /// Primary at `epoch`, the only copy.
     pub fn standalone_at(epoch: u64) -> Self {
         Self {
@@ -219,14 +239,14 @@ pub fn decode(text: &str) -> Result<RoleState, String> {
     Ok(RoleState { epoch, role })
 }
 
-/// Reads the role file in `dir`; `None` when there is none.
-pub fn load(dir: &Path) -> Result<Option<RoleState>, Error> {
+/// Reads the role file of `partition` in `dir`; `None` when there is none.
+pub fn load(dir: &Path, partition: u32) -> Result<Option<RoleState>, Error> {
     let path = dir.join(ROLE_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => decode(&text)
             .map(Some)
             .map_err(|reason| Error::Unrecoverable {
-                partition: 0,
+                partition,
                 dir: dir.to_path_buf(),
                 reason: format!("the role file {} is damaged: {reason}", path.display()),
             }),
@@ -316,13 +336,13 @@ mod tests {
     #[test]
     fn roles_round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load(dir.path()).unwrap(), None);
+        assert_eq!(load(dir.path(), 0).unwrap(), None);
         for role in [primary(), replica("a"), Role::Fenced, Role::Unassigned] {
             let state = RoleState { epoch: 7, role };
             save(dir.path(), &state).unwrap();
-            assert_eq!(load(dir.path()).unwrap(), Some(state));
+            assert_eq!(load(dir.path(), 0).unwrap(), Some(state));
         }
         std::fs::write(dir.path().join(ROLE_FILE), "epoch=x\n").unwrap();
-        assert!(load(dir.path()).is_err());
+        assert!(load(dir.path(), 0).is_err());
     }
 }

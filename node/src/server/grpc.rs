@@ -140,6 +140,27 @@ impl Service {
         }
     }
 
+    /// The partitions a role change applies to; refused on a standalone node.
+    fn role_targets(&self, sel: Option<&PartitionSelector>) -> Result<Vec<Arc<Partition>>, Status> {
+        self.check_not_standalone()?;
+        self.selected(sel)
+    }
+
+    /// Gives `partitions` `role` at `epoch`, all or nothing, and says where each now stands.
+    fn change_roles(
+        &self,
+        partitions: &[Arc<Partition>],
+        change: Change,
+        epoch: u64,
+        role: Role,
+    ) -> Result<Response<RoleChangeResponse>, Status> {
+        let out = self
+            .repl
+            .change(partitions, change, &RoleState { epoch, role })
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(RoleChangeResponse { partitions: out }))
+    }
+
     /// A primary to follow must be reachable and must not be this node.
     fn check_primary_address(&self, primary: &NodeAddress) -> Result<(), Status> {
         if primary.grpc_addr.is_empty() {
@@ -745,9 +766,8 @@ impl Admin for Service {
         &self,
         req: Request<AssignRoleRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        self.check_not_standalone()?;
         let req = req.into_inner();
-        let partitions = self.selected(req.partitions.as_ref())?;
+        let partitions = self.role_targets(req.partitions.as_ref())?;
         let role = match req.role {
             Some(assign_role_request::Role::Primary(p)) => role_settings(&p),
             Some(assign_role_request::Role::Replica(r)) => {
@@ -760,24 +780,15 @@ impl Admin for Service {
             Some(assign_role_request::Role::Fenced(_)) => Role::Fenced,
             None => return Err(Status::invalid_argument("no role given")),
         };
-        let next = RoleState {
-            epoch: req.epoch,
-            role,
-        };
-        let out = self
-            .repl
-            .change(&partitions, Change::Assign, &next)
-            .map_err(|e| status_of(&e))?;
-        Ok(Response::new(RoleChangeResponse { partitions: out }))
+        self.change_roles(&partitions, Change::Assign, req.epoch, role)
     }
 
     async fn promote(
         &self,
         req: Request<PromoteRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        self.check_not_standalone()?;
         let req = req.into_inner();
-        let partitions = self.selected(req.partitions.as_ref())?;
+        let partitions = self.role_targets(req.partitions.as_ref())?;
         let next = RoleState {
             epoch: req.epoch,
             role: role_settings(&req.primary.unwrap_or_default()),
@@ -795,49 +806,35 @@ impl Admin for Service {
         &self,
         req: Request<FollowRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        self.check_not_standalone()?;
         let req = req.into_inner();
-        let partitions = self.selected(req.partitions.as_ref())?;
+        let partitions = self.role_targets(req.partitions.as_ref())?;
         let primary = req
             .primary
             .ok_or_else(|| Status::invalid_argument("follow needs a primary"))?;
         self.check_primary_address(&primary)?;
-        let next = RoleState {
-            epoch: req.epoch,
-            role: Role::Replica(primary),
-        };
-        let out = self
-            .repl
-            .change(&partitions, Change::Follow, &next)
-            .map_err(|e| status_of(&e))?;
-        Ok(Response::new(RoleChangeResponse { partitions: out }))
+        self.change_roles(
+            &partitions,
+            Change::Follow,
+            req.epoch,
+            Role::Replica(primary),
+        )
     }
 
     async fn fence(
         &self,
         req: Request<FenceRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        self.check_not_standalone()?;
         let req = req.into_inner();
-        let partitions = self.selected(req.partitions.as_ref())?;
-        let next = RoleState {
-            epoch: req.epoch,
-            role: Role::Fenced,
-        };
-        let out = self
-            .repl
-            .change(&partitions, Change::Fence, &next)
-            .map_err(|e| status_of(&e))?;
-        Ok(Response::new(RoleChangeResponse { partitions: out }))
+        let partitions = self.role_targets(req.partitions.as_ref())?;
+        self.change_roles(&partitions, Change::Fence, req.epoch, Role::Fenced)
     }
 
     async fn drop(
         &self,
         req: Request<DropRequest>,
     ) -> Result<Response<RoleChangeResponse>, Status> {
-        self.check_not_standalone()?;
         let req = req.into_inner();
-        let partitions = self.selected(req.partitions.as_ref())?;
+        let partitions = self.role_targets(req.partitions.as_ref())?;
         if !req.force
             && let Some(p) = partitions.iter().find(|p| p.is_primary())
         {
@@ -846,14 +843,7 @@ impl Admin for Service {
                 p.id()
             )));
         }
-        let next = RoleState {
-            epoch: req.epoch,
-            role: Role::Unassigned,
-        };
-        let out = self
-            .repl
-            .change(&partitions, Change::Drop, &next)
-            .map_err(|e| status_of(&e))?;
+        let response = self.change_roles(&partitions, Change::Drop, req.epoch, Role::Unassigned)?;
         for p in &partitions {
             let p = Arc::clone(p);
             tokio::task::spawn_blocking(move || {
@@ -863,7 +853,7 @@ impl Admin for Service {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| status_of(&e))?;
         }
-        Ok(Response::new(RoleChangeResponse { partitions: out }))
+        Ok(response)
     }
 
     async fn digest(

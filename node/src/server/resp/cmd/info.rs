@@ -79,8 +79,9 @@ fn write_replication(t: &mut String, engine: &Engine) {
         });
         let all_up = parts
             .iter()
-            .filter(|p| matches!(p.role().role, Role::Replica(_)))
-            .all(|p| p.link().state == crate::proto::LinkState::Streaming);
+            .zip(&roles)
+            .filter(|(_, r)| matches!(r.role, Role::Replica(_)))
+            .all(|(p, _)| p.link().state == crate::proto::LinkState::Streaming);
         if let Some(a) = first {
             let (host, port) = a
                 .resp_addr

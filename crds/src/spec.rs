@@ -185,6 +185,12 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
+
+    /// Delete the node volumes (PersistentVolumeClaims) when the set is deleted. Off by
+    /// default: the data outlives the set, and a set created again with the same name picks
+    /// it up.
+    #[serde(default)]
+    pub delete_with_set: bool,
 }
 
 impl Default for StorageSpec {
@@ -192,6 +198,7 @@ impl Default for StorageSpec {
         Self {
             size: default_storage_size(),
             storage_class_name: None,
+            delete_with_set: false,
         }
     }
 }

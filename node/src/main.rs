@@ -63,7 +63,7 @@ struct Args {
     /// with a data directory; 1 MiB in memory with --in-memory (16 MiB for 16 partitions,
     /// where Redis keeps 1 MiB in all). A standalone node with --in-memory keeps none: it has
     /// no replicas.
-    #[arg(long)]
+    #[arg(long, env = "PARTITA_BACKLOG_BYTES")]
     backlog_bytes: Option<u64>,
     /// Bytes per log segment file.
     #[arg(long, default_value_t = 64 << 20,
@@ -91,7 +91,12 @@ struct Args {
     #[arg(long, default_value_t = 256 << 20)]
     max_reply_bytes: usize,
     /// How long a graceful shutdown waits for in-flight requests.
-    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "PARTITA_SHUTDOWN_TIMEOUT",
+        default_value = "10",
+        value_name = "SECONDS"
+    )]
     shutdown_timeout: u64,
     /// Host other nodes and clients reach this node at (the pod IP under the operator);
     /// defaults to the listeners' own addresses.
@@ -99,7 +104,8 @@ struct Args {
     advertise_host: Option<String>,
     /// Write concern of gRPC writes that do not set one: one, quorum or all. RESP connections
     /// start at one, as Redis, and change it with WRITECONCERN.
-    #[arg(long, default_value = "quorum", value_parser = ["one", "quorum", "all"])]
+    #[arg(long, env = "PARTITA_WRITE_CONCERN", default_value = "quorum",
+          value_parser = ["one", "quorum", "all"])]
     write_concern: String,
     /// How long a write waits for its write concern when the request gives no timeout.
     #[arg(long, default_value_t = 5000, value_name = "MS",
@@ -116,7 +122,7 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(4096..))]
     replica_send_buffer_bytes: u64,
     /// How often an idle primary sends replicas a heartbeat.
-    #[arg(long, default_value_t = 500, value_name = "MS",
+    #[arg(long, env = "PARTITA_HEARTBEAT_MS", default_value_t = 500, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     heartbeat_ms: u64,
     /// A replica lagging more than this is not in sync (min-in-sync-replicas, ALL).

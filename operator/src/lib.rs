@@ -1,9 +1,26 @@
-//! The Partita operator, as a library so tests run the same code in-process as the binary.
+//! The Partita operator, as a library so that tests run the same code in-process as the binary.
 //!
-//! Nothing is implemented here yet (see the README's "State" section). The planned layout,
-//! from DESIGN.md: `planner/` is pure (`plan(desired, observed, now) -> actions`, no kube, tokio
-//! or tonic); `resources` builds the owned objects with pure functions; `observe` and `act` do
-//! the I/O; `controller` wires them into a kube-runtime reconcile wrapped in a finalizer; status
-//! is written with server-side apply. The resource types come from [`partita_api`].
+//! Layout, from DESIGN.md:
+//! - [`validate`] and [`resources`] are pure: a spec is checked, then turned into the objects a
+//!   set owns.
+//! - [`status`] is pure: what the reconcile saw becomes the status and the Events to record.
+//! - [`controller`] does the I/O: a kube-runtime reconcile wrapped in a finalizer that applies
+//!   objects by server-side apply and writes status the same way.
+//! - [`leader`] elects one acting replica through a Lease; its decisions are pure too.
+//! - [`metrics`] and [`http`] serve `/metrics`, `/healthz` and `/readyz`.
+//!
+//! The planner (`plan(desired, observed, now) -> actions`) arrives with failover and rebalance.
+//! The resource types come from [`partita_api`].
 
+pub mod backoff;
+pub mod controller;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod resources;
+pub mod status;
+pub mod validate;
+
+pub use error::{Error, Result};
 pub use partita_api as api;

@@ -1,0 +1,469 @@
+//! The status a set should show, computed purely from what the reconcile saw and did, and the
+//! Events worth recording for the change from the previous status.
+//!
+//! Conditions follow the Kubernetes API conventions: `Ready` summarizes; `Progressing`,
+//! `Degraded`, `FailingOver` and `Rebalancing` are true while that is going on. Every condition
+//! carries the generation it was computed from, and keeps its `lastTransitionTime` until its
+//! status actually flips, so an unchanged set computes an identical status and the controller
+//! writes nothing.
+
+use crate::validate::Problem;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::EventType;
+use partita_api::{ConditionType, Phase, ReplicatedPartitionSetStatus};
+
+/// What the reconcile saw and did, as input to [`compute`].
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The set's `metadata.generation`.
+    pub generation: Option<i64>,
+    /// Node pods wanted (`spec.nodes`).
+    pub nodes: i32,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// Why the spec cannot be acted on, if it cannot.
+    pub problems: Vec<Problem>,
+    /// Node pods that exist (ordinals below `nodes`), ready or not.
+    pub pods: i32,
+    /// Of those, the ready ones.
+    pub ready: i32,
+    /// Names of wanted pods that are missing or not ready, for messages.
+    pub not_ready: Vec<String>,
+    /// What was applied this reconcile.
+    pub applied: Applied,
+}
+
+/// What the reconcile created or changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Objects created, by kind.
+    pub created: Vec<&'static str>,
+    /// Objects changed, by kind.
+    pub updated: Vec<&'static str>,
+    /// The StatefulSet's replicas went from the first to the second.
+    pub scaled: Option<(i32, i32)>,
+}
+
+impl Applied {
+    /// Whether anything was written.
+    pub fn any(&self) -> bool {
+        !self.created.is_empty() || !self.updated.is_empty()
+    }
+}
+
+/// The status for `observed`, given the `previous` one, at time `now`.
+pub fn compute(
+    previous: Option<&ReplicatedPartitionSetStatus>,
+    observed: &Observed,
+    now: &Time,
+) -> ReplicatedPartitionSetStatus {
+    let before = previous.and_then(|s| s.phase);
+    let all_ready = observed.ready >= observed.nodes && observed.pods >= observed.nodes;
+    let phase = if !observed.problems.is_empty() {
+        Phase::Invalid
+    } else if observed.paused {
+        Phase::Paused
+    } else if all_ready && !observed.applied.any() {
+        Phase::Ready
+    } else if matches!(
+        before,
+        None | Some(Phase::Pending) | Some(Phase::Provisioning)
+    ) {
+        Phase::Provisioning
+    } else if observed.applied.any() || observed.pods != observed.nodes {
+        Phase::Updating
+    } else {
+        Phase::Degraded
+    };
+
+    let ready_msg = format!("{} of {} nodes ready", observed.ready, observed.nodes);
+    let waiting = if observed.not_ready.is_empty() {
+        ready_msg.clone()
+    } else {
+        format!("{ready_msg}; waiting for {}", list(&observed.not_ready))
+    };
+    let (ready, progressing, degraded) = match phase {
+        Phase::Invalid => {
+            let (reason, message) = invalid_reason(&observed.problems);
+            (
+                (false, reason, message.clone()),
+                (
+                    false,
+                    "InvalidSpec",
+                    "the spec cannot be acted on; see the Ready condition".into(),
+                ),
+                (
+                    false,
+                    "InvalidSpec",
+                    "the running objects are left as they were".into(),
+                ),
+            )
+        }
+        Phase::Paused => (
+            (
+                all_ready,
+                "Paused",
+                format!("spec.paused is set; {ready_msg}"),
+            ),
+            (
+                false,
+                "Paused",
+                "spec.paused is set: the operator only writes status".into(),
+            ),
+            (
+                !all_ready,
+                if all_ready {
+                    "AsExpected"
+                } else {
+                    "NodesNotReady"
+                },
+                waiting.clone(),
+            ),
+        ),
+        Phase::Ready => (
+            (true, "AllNodesReady", ready_msg.clone()),
+            (false, "Stable", "nothing to do".into()),
+            (false, "AsExpected", ready_msg.clone()),
+        ),
+        Phase::Provisioning => (
+            (false, "Provisioning", waiting.clone()),
+            (true, "Provisioning", waiting.clone()),
+            (false, "Provisioning", "not serving yet".into()),
+        ),
+        Phase::Updating => (
+            (all_ready, "Updating", waiting.clone()),
+            (
+                true,
+                "Updating",
+                changes(&observed.applied).unwrap_or(waiting.clone()),
+            ),
+            (
+                !all_ready,
+                if all_ready {
+                    "AsExpected"
+                } else {
+                    "NodesNotReady"
+                },
+                waiting.clone(),
+            ),
+        ),
+        Phase::Degraded | Phase::Pending => (
+            (false, "NodesNotReady", waiting.clone()),
+            (
+                false,
+                "Stable",
+                "nothing to do but wait for the nodes".into(),
+            ),
+            (true, "NodesNotReady", waiting.clone()),
+        ),
+    };
+    let values = [
+        (ConditionType::Ready, ready),
+        (ConditionType::Progressing, progressing),
+        (ConditionType::Degraded, degraded),
+        (
+            ConditionType::FailingOver,
+            (false, "NoFailover", "no failover in progress".into()),
+        ),
+        (
+            ConditionType::Rebalancing,
+            (false, "Balanced", "no partition moves in progress".into()),
+        ),
+    ];
+    let old = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = values
+        .into_iter()
+        .map(|(kind, (status, reason, message))| {
+            condition(old, kind, status, reason, message, observed.generation, now)
+        })
+        .collect();
+
+    ReplicatedPartitionSetStatus {
+        phase: Some(phase),
+        observed_generation: observed.generation,
+        ready_nodes: observed.ready,
+        conditions,
+        partitions: previous.map(|s| s.partitions.clone()).unwrap_or_default(),
+        last_failover: previous.and_then(|s| s.last_failover.clone()),
+    }
+}
+
+fn invalid_reason(problems: &[Problem]) -> (&'static str, String) {
+    match problems {
+        [one] => (one.reason, one.message.clone()),
+        many => (
+            "InvalidSpec",
+            many.iter()
+                .map(|p| format!("{}: {}", p.reason, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}
+
+fn list(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+fn changes(applied: &Applied) -> Option<String> {
+    let mut parts = Vec::new();
+    if !applied.created.is_empty() {
+        parts.push(format!("created {}", applied.created.join(", ")));
+    }
+    if let Some((from, to)) = applied.scaled {
+        parts.push(format!("scaling from {from} to {to} nodes"));
+    }
+    if !applied.updated.is_empty() {
+        parts.push(format!("updated {}", applied.updated.join(", ")));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+fn condition(
+    old: &[Condition],
+    kind: ConditionType,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == kind.as_str() && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: kind.as_str().to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// An Event to record on the set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub warning: bool,
+    /// CamelCase reason, shown by `kubectl describe`.
+    pub reason: &'static str,
+    /// CamelCase action.
+    pub action: &'static str,
+    /// The human-readable note.
+    pub message: String,
+}
+
+impl Note {
+    /// The Event type.
+    pub fn event_type(&self) -> EventType {
+        if self.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        }
+    }
+}
+
+/// The Events that the change from `previous` to `next`, and what was `applied`, deserve.
+/// Nothing when nothing changed, so an idle set records no Events.
+pub fn notes(
+    previous: Option<&ReplicatedPartitionSetStatus>,
+    next: &ReplicatedPartitionSetStatus,
+    applied: &Applied,
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let note = |warning, reason, action, message: String| Note {
+        warning,
+        reason,
+        action,
+        message,
+    };
+    if !applied.created.is_empty() {
+        notes.push(note(
+            false,
+            "Created",
+            "Create",
+            format!("created {}", applied.created.join(", ")),
+        ));
+    }
+    if let Some((from, to)) = applied.scaled {
+        notes.push(note(
+            false,
+            "Scaled",
+            "Scale",
+            format!("scaling from {from} to {to} nodes"),
+        ));
+    }
+    let updated: Vec<_> = applied
+        .updated
+        .iter()
+        .filter(|k| !(applied.scaled.is_some() && **k == "StatefulSet"))
+        .copied()
+        .collect();
+    if !updated.is_empty() {
+        notes.push(note(
+            false,
+            "Updated",
+            "Update",
+            format!("updated {}", updated.join(", ")),
+        ));
+    }
+    let ready_of = |s: &ReplicatedPartitionSetStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let before = previous.and_then(|s| s.phase);
+    match next.phase {
+        Some(Phase::Invalid)
+            if (before != Some(Phase::Invalid)
+                || previous.and_then(ready_of) != ready_of(next)) =>
+        {
+            let message = ready_of(next).map(|(_, m)| m).unwrap_or_default();
+            notes.push(note(true, "InvalidSpec", "Validate", message));
+        }
+        Some(Phase::Paused) if before != Some(Phase::Paused) => {
+            notes.push(note(
+                false,
+                "Paused",
+                "Pause",
+                "spec.paused is set: no actions until it is cleared".into(),
+            ));
+        }
+        Some(phase) if before == Some(Phase::Paused) && phase != Phase::Paused => {
+            notes.push(note(
+                false,
+                "Resumed",
+                "Resume",
+                "spec.paused was cleared".into(),
+            ));
+        }
+        _ => {}
+    }
+    if before == Some(Phase::Invalid) && next.phase != Some(Phase::Invalid) {
+        notes.push(note(
+            false,
+            "SpecValid",
+            "Validate",
+            "the spec is valid again".into(),
+        ));
+    }
+    if next.phase == Some(Phase::Ready) && before != Some(Phase::Ready) {
+        notes.push(note(
+            false,
+            "Ready",
+            "Reconcile",
+            format!("all {} nodes ready", next.ready_nodes),
+        ));
+    }
+    if next.phase == Some(Phase::Degraded) && before != Some(Phase::Degraded) {
+        let message = ready_of(next).map(|(_, m)| m).unwrap_or_default();
+        notes.push(note(true, "Degraded", "Reconcile", message));
+    }
+    notes
+}
+
+/// The two statuses agree in everything but the times conditions last changed.
+pub fn same(a: &ReplicatedPartitionSetStatus, b: &ReplicatedPartitionSetStatus) -> bool {
+    let strip = |s: &ReplicatedPartitionSetStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(secs).unwrap())
+    }
+    fn observed(nodes: i32, ready: i32) -> Observed {
+        Observed {
+            generation: Some(1),
+            nodes,
+            pods: nodes,
+            ready,
+            ..Observed::default()
+        }
+    }
+    fn cond<'a>(s: &'a ReplicatedPartitionSetStatus, kind: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn a_new_set_provisions_then_becomes_ready_and_stays_identical() {
+        let mut o = observed(3, 0);
+        o.applied.created = vec!["StatefulSet"];
+        let first = compute(None, &o, &t(10));
+        assert_eq!(first.phase, Some(Phase::Provisioning));
+        assert_eq!(cond(&first, "Progressing").status, "True");
+        assert_eq!(cond(&first, "Ready").status, "False");
+
+        let ready = compute(Some(&first), &observed(3, 3), &t(20));
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        assert_eq!(cond(&ready, "Ready").last_transition_time, t(20));
+        assert_eq!(
+            cond(&ready, "FailingOver").last_transition_time,
+            t(10),
+            "unchanged status keeps its time"
+        );
+
+        let again = compute(Some(&ready), &observed(3, 3), &t(30));
+        assert_eq!(again, ready);
+        assert!(notes(Some(&ready), &again, &Applied::default()).is_empty());
+    }
+
+    #[test]
+    fn losing_a_ready_node_degrades_and_invalid_specs_say_why() {
+        let ready = compute(None, &observed(3, 3), &t(1));
+        let mut lost = observed(3, 2);
+        lost.not_ready = vec!["s-1".into()];
+        let degraded = compute(Some(&ready), &lost, &t(2));
+        assert_eq!(degraded.phase, Some(Phase::Degraded));
+        assert_eq!(
+            cond(&degraded, "Degraded").message,
+            "2 of 3 nodes ready; waiting for s-1"
+        );
+        let kinds: Vec<_> = notes(Some(&ready), &degraded, &Applied::default())
+            .iter()
+            .map(|n| n.reason)
+            .collect();
+        assert_eq!(kinds, ["Degraded"]);
+
+        let mut bad = observed(3, 3);
+        bad.problems = vec![Problem {
+            reason: "StorageShrunk",
+            message: "set it back".into(),
+        }];
+        let invalid = compute(Some(&ready), &bad, &t(3));
+        assert_eq!(invalid.phase, Some(Phase::Invalid));
+        let r = cond(&invalid, "Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str(), r.message.as_str()),
+            ("False", "StorageShrunk", "set it back")
+        );
+        let n = notes(Some(&ready), &invalid, &Applied::default());
+        assert!(n[0].warning && n[0].reason == "InvalidSpec", "{n:?}");
+    }
+}

@@ -303,14 +303,16 @@ impl FakeApi {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn next_client_id(&self) -> usize {
+        let mut s = self.lock();
+        s.clients += 1;
+        s.clients - 1
+    }
+
     /// A new client of this server, with its own id (0, 1, ...), through tower-test's mock.
     pub fn client_with_id(&self) -> (Client, usize) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let id = {
-            let mut s = self.lock();
-            s.clients += 1;
-            s.clients - 1
-        };
+        let id = self.next_client_id();
         let api = self.clone();
         tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
@@ -779,11 +781,7 @@ impl FakeApi {
         use hyper_util::rt::TokioIo;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let id = {
-            let mut s = self.lock();
-            s.clients += 1;
-            s.clients - 1
-        };
+        let id = self.next_client_id();
         let api = self.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {

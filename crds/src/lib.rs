@@ -19,8 +19,8 @@ mod status;
 pub use duration::{format_duration, parse_duration};
 pub use error::Error;
 pub use spec::{
-    FailoverSpec, RebalanceSpec, ReplicatedPartitionSet, ReplicatedPartitionSetSpec,
-    ReplicationSpec, StorageSpec, WriteConcern, defaults,
+    AntiAffinity, FailoverSpec, RebalanceSpec, ReplicatedPartitionSet, ReplicatedPartitionSetSpec,
+    ReplicationSpec, SchedulingSpec, StorageSpec, WriteConcern, defaults,
 };
 pub use status::{
     ConditionType, FailoverRecord, PartitionStatus, Phase, ReplicaLag, ReplicatedPartitionSetStatus,

@@ -6,9 +6,10 @@
 
 use crate::duration::DURATION_PATTERN;
 use crate::status::ReplicatedPartitionSetStatus;
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Defaults of the spec, named so the operator and the docs use the same values.
 pub mod defaults {
@@ -26,6 +27,8 @@ pub mod defaults {
     pub const BACKLOG_BYTES: i64 = 64 * 1024 * 1024;
     /// How often an idle primary tells its replicas its end offset.
     pub const HEARTBEAT_INTERVAL: &str = "500ms";
+    /// The node label whose value is "one place" for pod anti-affinity.
+    pub const TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
 }
 
 /// How many copies acknowledge a write before the client is told it succeeded.
@@ -165,6 +168,10 @@ pub struct ReplicatedPartitionSetSpec {
     #[serde(default)]
     pub replication: ReplicationSpec,
 
+    /// Where the node pods run.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+
     /// Stop every action of the operator except writing status. Nothing is created, deleted,
     /// promoted or moved while paused.
     #[serde(default)]
@@ -199,6 +206,63 @@ impl Default for StorageSpec {
             size: default_storage_size(),
             storage_class_name: None,
             delete_with_set: false,
+        }
+    }
+}
+
+/// How strictly node pods keep apart.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum AntiAffinity {
+    /// Spread the pods over different places when the scheduler can, and share one when it
+    /// cannot: the default, which never leaves a pod Pending for want of room.
+    #[default]
+    Preferred,
+    /// Never put two pods of the set in one place: losing a machine then loses at most one
+    /// copy of each partition, but a set needs at least `nodes` places, or pods stay Pending.
+    Required,
+}
+
+/// Where the node pods run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// How strictly the pods keep to different places: Preferred or Required.
+    #[serde(default)]
+    pub pod_anti_affinity: AntiAffinity,
+
+    /// The node label whose value is one place for the anti-affinity: kubernetes.io/hostname
+    /// (one machine, the default) or topology.kubernetes.io/zone (one zone).
+    #[serde(default = "default_topology_key")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')").message("scheduling.topologyKey must be a node label key, such as kubernetes.io/hostname or topology.kubernetes.io/zone"))]
+    pub topology_key: String,
+
+    /// Run only on nodes with these labels. At most 32 entries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.size() <= 32").message("scheduling.nodeSelector may hold at most 32 labels"))]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the pods tolerate. At most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
+    /// PriorityClass of the pods; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+}
+
+impl Default for SchedulingSpec {
+    fn default() -> Self {
+        Self {
+            pod_anti_affinity: AntiAffinity::default(),
+            topology_key: default_topology_key(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            priority_class_name: None,
         }
     }
 }
@@ -320,6 +384,9 @@ fn default_max_concurrent_moves() -> i32 {
 }
 fn default_backlog_bytes() -> i64 {
     defaults::BACKLOG_BYTES
+}
+fn default_topology_key() -> String {
+    defaults::TOPOLOGY_KEY.to_string()
 }
 fn default_heartbeat_interval() -> String {
     defaults::HEARTBEAT_INTERVAL.to_string()

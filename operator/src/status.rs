@@ -29,6 +29,11 @@ pub struct Observed {
     pub ready: i32,
     /// Names of wanted pods that are missing or not ready, for messages.
     pub not_ready: Vec<String>,
+    /// Names of pods that run an older revision of the pod template than the StatefulSet's
+    /// current one: with `updateStrategy: OnDelete` they change only when restarted.
+    pub outdated: Vec<String>,
+    /// The StatefulSet controller has not caught up with the StatefulSet's latest spec yet.
+    pub statefulset_behind: bool,
     /// What was applied this reconcile.
     pub applied: Applied,
 }
@@ -42,6 +47,9 @@ pub struct Applied {
     pub updated: Vec<&'static str>,
     /// The StatefulSet's replicas went from the first to the second.
     pub scaled: Option<(i32, i32)>,
+    /// Objects that exist under an owned object's name but belong to something else, as
+    /// `Kind name`; nothing was applied.
+    pub foreign: Vec<String>,
 }
 
 impl Applied {
@@ -59,18 +67,19 @@ pub fn compute(
 ) -> ReplicatedPartitionSetStatus {
     let before = previous.and_then(|s| s.phase);
     let all_ready = observed.ready >= observed.nodes && observed.pods >= observed.nodes;
+    let current = observed.outdated.is_empty() && !observed.statefulset_behind;
     let phase = if !observed.problems.is_empty() {
         Phase::Invalid
     } else if observed.paused {
         Phase::Paused
-    } else if all_ready && !observed.applied.any() {
+    } else if all_ready && !observed.applied.any() && current {
         Phase::Ready
     } else if matches!(
         before,
         None | Some(Phase::Pending) | Some(Phase::Provisioning)
     ) {
         Phase::Provisioning
-    } else if observed.applied.any() || observed.pods != observed.nodes {
+    } else if observed.applied.any() || observed.pods != observed.nodes || !current {
         Phase::Updating
     } else {
         Phase::Degraded
@@ -135,7 +144,9 @@ pub fn compute(
             (
                 true,
                 "Updating",
-                changes(&observed.applied).unwrap_or(waiting.clone()),
+                changes(&observed.applied)
+                    .or_else(|| outdated(observed))
+                    .unwrap_or(waiting.clone()),
             ),
             (
                 !all_ready,
@@ -187,6 +198,22 @@ pub fn compute(
         conditions,
         partitions: previous.map(|s| s.partitions.clone()).unwrap_or_default(),
         last_failover: previous.and_then(|s| s.last_failover.clone()),
+    }
+}
+
+/// What the Progressing condition says of pods on an older revision, if any.
+fn outdated(observed: &Observed) -> Option<String> {
+    if !observed.outdated.is_empty() {
+        Some(format!(
+            "{} of {} pods run an older revision of the pod template: {}; they take the change when restarted, one at a time",
+            observed.outdated.len(),
+            observed.nodes,
+            list(&observed.outdated)
+        ))
+    } else if observed.statefulset_behind {
+        Some("waiting for the StatefulSet controller to take the change".into())
+    } else {
+        None
     }
 }
 
@@ -277,6 +304,24 @@ impl Note {
             EventType::Normal
         }
     }
+}
+
+/// The longest Event note events.k8s.io accepts, in bytes.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// `note` cut to [`MAX_NOTE_BYTES`] on a character boundary, ending in "..." when cut: the API
+/// server refuses a longer note, and the Event would be lost.
+pub fn truncate_note(mut note: String) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note;
+    }
+    let mut end = MAX_NOTE_BYTES - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push_str("...");
+    note
 }
 
 /// The Events that the change from `previous` to `next`, and what was `applied`, deserve.
@@ -465,5 +510,48 @@ mod tests {
         );
         let n = notes(Some(&ready), &invalid, &Applied::default());
         assert!(n[0].warning && n[0].reason == "InvalidSpec", "{n:?}");
+    }
+
+    #[test]
+    fn event_notes_are_cut_to_what_the_api_server_accepts() {
+        assert_eq!(truncate_note("short".into()), "short");
+        let long = "é".repeat(MAX_NOTE_BYTES);
+        let cut = truncate_note(long);
+        assert!(
+            cut.len() <= MAX_NOTE_BYTES && cut.ends_with("..."),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.starts_with("éé"));
+    }
+
+    #[test]
+    fn pods_on_an_older_revision_keep_the_set_updating_not_ready() {
+        let ready = compute(None, &observed(3, 3), &t(10));
+        let mut o = observed(3, 3);
+        o.outdated = vec!["orders-0".into(), "orders-2".into()];
+        let updating = compute(Some(&ready), &o, &t(20));
+        assert_eq!(updating.phase, Some(Phase::Updating));
+        let progressing = cond(&updating, "Progressing");
+        assert_eq!(progressing.status, "True");
+        assert!(
+            progressing
+                .message
+                .contains("2 of 3 pods run an older revision")
+                && progressing.message.contains("orders-0, orders-2"),
+            "{}",
+            progressing.message
+        );
+        let mut behind = observed(3, 3);
+        behind.statefulset_behind = true;
+        let waiting = compute(Some(&ready), &behind, &t(30));
+        assert_eq!(waiting.phase, Some(Phase::Updating));
+        assert!(
+            cond(&waiting, "Progressing")
+                .message
+                .contains("StatefulSet controller")
+        );
+        let back = compute(Some(&waiting), &observed(3, 3), &t(40));
+        assert_eq!(back.phase, Some(Phase::Ready));
     }
 }

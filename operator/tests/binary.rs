@@ -6,63 +6,15 @@
 
 mod common;
 
-use common::{FakeApi, wait_until};
+use common::{FakeApi, Process, free_port, http_get, ready_pod, wait_until};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use partita_api::{Phase, ReplicatedPartitionSet};
-use partita_operator::resources;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split(' ').nth(1)?.parse().ok()?;
-    Some((code, out.split_once("\r\n\r\n")?.1.to_string()))
-}
-
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ready_pod(ordinal: usize) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(format!("orders-{ordinal}")),
-            namespace: Some("shop".into()),
-            labels: Some(resources::labels("orders")),
-            ..ObjectMeta::default()
-        },
-        spec: None,
-        status: Some(PodStatus {
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                ..PodCondition::default()
-            }]),
-            ..PodStatus::default()
-        }),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_process_leads_reconciles_and_shuts_down_gracefully() {
@@ -70,11 +22,7 @@ async fn the_operator_process_leads_reconciles_and_shuts_down_gracefully() {
     let addr = api.serve().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = FakeApi::kubeconfig(addr, dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let log_path = dir.path().join("operator.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_partita-operator"))
@@ -91,7 +39,7 @@ async fn the_operator_process_leads_reconciles_and_shuts_down_gracefully() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut operator = Operator(child);
+    let mut operator = Process(child);
 
     wait_until("/readyz", DEADLINE, || {
         http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)
@@ -123,7 +71,7 @@ async fn the_operator_process_leads_reconciles_and_shuts_down_gracefully() {
 
     // Pods becoming ready reach the operator through its Pod watch.
     for i in 0..3 {
-        api.insert(&ready_pod(i));
+        api.insert(&ready_pod("orders", "shop", i));
     }
     wait_until("the set to be ready", DEADLINE, || {
         phase() == Some(Phase::Ready)
@@ -152,25 +100,7 @@ async fn the_operator_process_leads_reconciles_and_shuts_down_gracefully() {
     assert!(reconciles >= 3, "{reconciles} reconciles");
 
     // SIGTERM: a clean exit that releases the lease.
-    let pid = operator.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let end = std::time::Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = operator.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "the operator did not stop after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = operator.terminate(DEADLINE).await;
     assert!(status.success(), "exit status {status}");
     assert_eq!(holder(), None, "the lease was not released");
 

@@ -385,6 +385,130 @@ fn claim(set: &str, ordinal: usize) -> PersistentVolumeClaim {
 }
 
 #[tokio::test]
+async fn a_name_no_service_can_carry_ends_in_a_condition_without_touching_anything() {
+    let api = FakeApi::new();
+    let name = "orders.v2";
+    let mut set = ReplicatedPartitionSet::new(name, serde_yaml::from_str("nodes: 3").unwrap());
+    set.metadata.namespace = Some(NS.into());
+    api.insert(&set);
+    let ctx = Context::new(api.client(), Settings::default(), Metrics::default());
+    let get = || api.get::<ReplicatedPartitionSet>(NS, name).unwrap();
+    reconcile(Arc::new(get()), ctx.clone()).await.unwrap();
+    api.take_calls();
+    let action = reconcile(Arc::new(get()), ctx.clone()).await.unwrap();
+    let calls = api.take_calls();
+    let summaries: Vec<String> = calls.iter().map(|c| c.summary()).collect();
+    assert_eq!(
+        summaries,
+        [
+            format!("APPLY replicatedpartitionsets/{name}/status"),
+            "POST events".to_string()
+        ],
+        "nothing is read or applied under a bad name"
+    );
+    assert_eq!(action, Action::await_change());
+    let status = get().status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Invalid));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "InvalidName");
+    assert!(
+        ready.message.contains("at most 52 lowercase letters"),
+        "{}",
+        ready.message
+    );
+}
+
+#[tokio::test]
+async fn an_object_of_the_same_name_that_is_not_the_sets_is_never_taken_over() {
+    let h = Harness::new("nodes: 3");
+    let theirs = k8s_openapi::api::core::v1::Service {
+        metadata: ObjectMeta {
+            name: Some(NAME.into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        },
+        ..Default::default()
+    };
+    h.api.insert(&theirs);
+    h.reconcile().await;
+    let (action, writes) = h.reconcile().await;
+    assert_eq!(
+        writes,
+        ["APPLY replicatedpartitionsets/orders/status", "POST events"],
+        "nothing of the set is applied while a name is taken"
+    );
+    assert_eq!(
+        action,
+        Action::requeue(std::time::Duration::from_secs(5)),
+        "it looks again"
+    );
+    let (ready, reason, message) = h.condition("Ready");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "NameConflict"));
+    assert!(
+        message.contains("Service orders already exists"),
+        "{message}"
+    );
+    let service: k8s_openapi::api::core::v1::Service = h.api.get(NS, NAME).unwrap();
+    assert!(service.metadata.owner_references.is_none() && service.spec.is_none());
+
+    // Once it is gone, the set's own objects are created.
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(h.api.client(), NS);
+    services
+        .delete(NAME, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let (_, writes) = h.reconcile().await;
+    for owned in OWNED {
+        assert!(writes.contains(&owned.to_string()), "{writes:?}");
+    }
+}
+
+#[tokio::test]
+async fn ready_waits_until_every_pod_runs_the_statefulsets_current_revision() {
+    let h = Harness::created("nodes: 3").await;
+    h.add_pods(&[true, true, true]);
+    let revision = |rev: &str| {
+        let rev = rev.to_string();
+        h.api.edit::<StatefulSet>(NS, NAME, move |sts| {
+            sts["status"] = json!({"replicas": 3, "observedGeneration": sts["metadata"]["generation"],
+                "currentRevision": "orders-old", "updateRevision": rev});
+        });
+    };
+    let pods_at = |rev: &str| {
+        for i in 0..3 {
+            let rev = rev.to_string();
+            h.api.edit::<Pod>(NS, &format!("{NAME}-{i}"), move |pod| {
+                pod["metadata"]["labels"]["controller-revision-hash"] = json!(rev)
+            });
+        }
+    };
+    revision("orders-old");
+    pods_at("orders-old");
+    h.reconcile().await;
+    assert_eq!(h.set().status.unwrap().phase, Some(Phase::Ready));
+
+    // The image changed: the StatefulSet's template moved on, the pods did not (OnDelete).
+    revision("orders-new");
+    h.reconcile().await;
+    let status = h.set().status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Updating));
+    let (_, _, message) = h.condition("Progressing");
+    assert!(
+        message.contains("3 of 3 pods run an older revision"),
+        "{message}"
+    );
+
+    pods_at("orders-new");
+    h.reconcile().await;
+    assert_eq!(h.set().status.unwrap().phase, Some(Phase::Ready));
+}
+
+#[tokio::test]
 async fn deletion_runs_the_finalizer_and_keeps_volumes_by_default() {
     let h = Harness::created("nodes: 2\nreplicationFactor: 2").await;
     h.api.insert(&claim(NAME, 0));
@@ -435,6 +559,24 @@ async fn deletion_deletes_only_this_sets_volumes_when_asked() {
     );
     assert!(h.api.get::<ReplicatedPartitionSet>(NS, NAME).is_none());
     assert_eq!(h.api.names("persistentvolumeclaims"), ["data-other-0"]);
+}
+
+#[tokio::test]
+async fn a_paused_set_keeps_its_volumes_when_deleted_even_if_asked_not_to() {
+    let h =
+        Harness::created("nodes: 2\nreplicationFactor: 2\nstorage: {deleteWithSet: true}").await;
+    h.edit_spec(|s| s["paused"] = json!(true));
+    h.api.insert(&claim(NAME, 0));
+    let sets: kube::Api<ReplicatedPartitionSet> = kube::Api::namespaced(h.api.client(), NS);
+    sets.delete(NAME, &Default::default()).await.unwrap();
+    let (_, writes) = h.reconcile().await;
+    assert_eq!(
+        writes,
+        ["POST events", "JSONPATCH replicatedpartitionsets/orders"],
+        "no volume is deleted while paused"
+    );
+    assert!(h.api.get::<ReplicatedPartitionSet>(NS, NAME).is_none());
+    assert_eq!(h.api.names("persistentvolumeclaims"), ["data-orders-0"]);
 }
 
 #[tokio::test]

@@ -65,16 +65,25 @@ pub fn up_to_date<K: Resource + Serialize>(desired: &K, live: &K) -> Result<bool
     Ok(contains(&to_json(live)?, &to_json(desired)?))
 }
 
-/// Whether `live` holds every field of `want` with the same value. Lists must have the same
-/// length and hold their elements in order, as server-side apply leaves them.
+/// Whether `live` holds every field of `want` with the same value. A field `want` leaves empty
+/// may be missing (the API server drops empty maps and lists). Lists hold `want`'s elements in
+/// order, perhaps among others (server-side apply keeps other managers' entries of keyed lists,
+/// such as ownerReferences).
 fn contains(live: &Value, want: &Value) -> bool {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    };
     match (live, want) {
         (_, Value::Null) => true,
         (Value::Object(l), Value::Object(w)) => w
             .iter()
-            .all(|(k, wv)| l.get(k).map_or(wv.is_null(), |lv| contains(lv, wv))),
+            .all(|(k, wv)| l.get(k).map_or(empty(wv), |lv| contains(lv, wv))),
         (Value::Array(l), Value::Array(w)) => {
-            l.len() == w.len() && l.iter().zip(w).all(|(lv, wv)| contains(lv, wv))
+            let mut rest = l.iter();
+            w.iter().all(|wv| rest.any(|lv| contains(lv, wv)))
         }
         (Value::String(l), Value::String(w)) => {
             l == w
@@ -95,13 +104,35 @@ where
         return Ok(Change::Unchanged);
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&desired.name_any(), &params, &Patch::Apply(desired))
+    let after = api
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
         .await?;
-    Ok(if live.is_some() {
-        Change::Updated
-    } else {
-        Change::Created
+    Ok(match live {
+        None => Change::Created,
+        // The API server normalizes some fields (dropping empty ones, for one), so an object
+        // can look different and still be unchanged by the apply: its resourceVersion tells.
+        Some(live)
+            if live.resource_version().is_some()
+                && live.resource_version() == after.resource_version() =>
+        {
+            Change::Unchanged
+        }
+        Some(_) => Change::Updated,
     })
+}
+
+/// Whether `live` belongs to the owner `desired` names (by uid). An object of the same name
+/// that does not is someone else's, and is never taken over.
+pub fn owned_by_same<K: Resource>(desired: &K, live: &K) -> bool {
+    let uids = |k: &K| -> Vec<String> {
+        k.owner_references()
+            .iter()
+            .filter(|r| r.controller == Some(true))
+            .map(|r| r.uid.clone())
+            .collect()
+    };
+    let want = uids(desired);
+    !want.is_empty() && uids(live) == want
 }
 
 #[cfg(test)]
@@ -120,6 +151,15 @@ mod tests {
         ));
         assert!(!contains(
             &json!({"spec": {"replicas": 3, "ports": [], "cpu": "1"}}),
+            &want
+        ));
+        // Empty fields the server dropped, and other managers' list entries, are no drift.
+        let want = json!({"metadata": {"ownerReferences": [{"uid": "a"}], "labels": {}}, "spec": {"args": []}});
+        let live =
+            json!({"metadata": {"ownerReferences": [{"uid": "b"}, {"uid": "a"}]}, "spec": {}});
+        assert!(contains(&live, &want));
+        assert!(!contains(
+            &json!({"metadata": {"ownerReferences": [{"uid": "b"}]}}),
             &want
         ));
         assert!(!contains(

@@ -1,7 +1,7 @@
 //! One reconcile of one set, and what happens when it fails.
 
 use super::Context;
-use super::apply::{Change, ensure, stamp};
+use super::apply::{Change, ensure, owned_by_same, stamp};
 use crate::backoff;
 use crate::error::{Error, Result};
 use crate::resources::{self, FIELD_MANAGER, FINALIZER, Names, SET_LABEL};
@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How soon a set that is not ready is looked at again.
+/// The reason of a problem where an owned object's name is taken by something else.
+const NAME_CONFLICT: &str = "NameConflict";
 const REQUEUE_UNHEALTHY: Duration = Duration::from_secs(5);
 /// How often a healthy set is looked at anyway (watches normally trigger sooner).
 const REQUEUE_HEALTHY: Duration = Duration::from_secs(300);
@@ -59,6 +61,7 @@ pub fn error_policy(rps: Arc<ReplicatedPartitionSet>, error: &Error, ctx: Arc<Co
 }
 
 /// The live objects a set owns, read fresh.
+#[derive(Default)]
 struct Live {
     config_map: Option<ConfigMap>,
     peer_service: Option<Service>,
@@ -91,25 +94,57 @@ async fn read(ctx: &Context, namespace: &str, names: &Names) -> Result<Live> {
 async fn apply(rps: &ReplicatedPartitionSet, ctx: &Context, namespace: &str) -> Result<Action> {
     let name = rps.name_any();
     let names = Names::of(&name);
-    let live = read(ctx, namespace, &names).await?;
+    // A name no Service or pod can carry is refused before anything is read or applied: the
+    // API server would refuse every object, and the set would retry forever without a word.
+    let bad_name = validate::name_problem(&name);
+    let name_ok = bad_name.is_none();
+    let live = match bad_name {
+        None => read(ctx, namespace, &names).await?,
+        Some(_) => Live::default(),
+    };
     let existing = resources::existing(live.statefulset.as_ref(), live.config_map.as_ref());
-    let checked = validate::validate(&rps.spec, &ctx.settings.default_image, &existing);
+    let checked = match (
+        bad_name,
+        validate::validate(&rps.spec, &ctx.settings.default_image, &existing),
+    ) {
+        (None, checked) => checked,
+        (Some(p), Ok(_)) => Err(vec![p]),
+        (Some(p), Err(mut problems)) => {
+            problems.insert(0, p);
+            Err(problems)
+        }
+    };
 
     let mut applied = Applied::default();
     let problems = match checked {
         Ok(valid) if !rps.spec.paused => {
             applied = apply_owned(rps, ctx, namespace, &valid, &live).await?;
-            Vec::new()
+            applied
+                .foreign
+                .iter()
+                .map(|what| validate::Problem {
+                    reason: NAME_CONFLICT,
+                    message: format!(
+                        "{what} already exists and does not belong to this set, so the operator leaves it alone; delete or rename it, or give the set another name"
+                    ),
+                })
+                .collect()
         }
         Ok(_) => Vec::new(),
         Err(problems) => problems,
     };
 
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let pods = pods
-        .list(&ListParams::default().labels(&resources::selector_string(&name)))
-        .await?;
-    let observed = observe(rps, problems, applied, &pods.items);
+    // A bad name may not even be a label value, which a selector would need.
+    let pods = if name_ok {
+        Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+            .list(&ListParams::default().labels(&resources::selector_string(&name)))
+            .await?
+            .items
+    } else {
+        Vec::new()
+    };
+    let observed_conflict = problems.iter().any(|p| p.reason == NAME_CONFLICT);
+    let observed = observe(rps, problems, applied, &pods, live.statefulset.as_ref());
     let next = write_status(rps, ctx, namespace, &observed).await?;
 
     let set = ObjectRef::from_obj(rps);
@@ -117,9 +152,21 @@ async fn apply(rps: &ReplicatedPartitionSet, ctx: &Context, namespace: &str) -> 
     Ok(match next.phase {
         Some(Phase::Ready) => Action::requeue(REQUEUE_HEALTHY),
         // Nothing to do until the user changes the spec.
+        // A conflicting object can go without the set changing: look again.
+        Some(Phase::Invalid) if observed_conflict => Action::requeue(REQUEUE_UNHEALTHY),
         Some(Phase::Invalid) => Action::await_change(),
         _ => Action::requeue(REQUEUE_UNHEALTHY),
     })
+}
+
+/// `Kind name` of `live` when it exists but is not the set's: an object the operator must not
+/// take over (a user's Service of the same name, say).
+fn foreign<K>(desired: &K, live: Option<&K>) -> Option<String>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let live = live?;
+    (!owned_by_same(desired, live)).then(|| format!("{} {}", K::kind(&()), live.name_any()))
 }
 
 /// Applies every owned object that differs from the live one, in dependency order: the
@@ -137,6 +184,26 @@ async fn apply_owned(
     stamp(&mut desired.client_service)?;
     stamp(&mut desired.pod_disruption_budget)?;
     stamp(&mut desired.statefulset)?;
+
+    let foreign: Vec<String> = [
+        foreign(&desired.config_map, live.config_map.as_ref()),
+        foreign(&desired.peer_service, live.peer_service.as_ref()),
+        foreign(&desired.client_service, live.client_service.as_ref()),
+        foreign(
+            &desired.pod_disruption_budget,
+            live.pod_disruption_budget.as_ref(),
+        ),
+        foreign(&desired.statefulset, live.statefulset.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !foreign.is_empty() {
+        return Ok(Applied {
+            foreign,
+            ..Applied::default()
+        });
+    }
 
     let c = &ctx.client;
     let mut applied = Applied::default();
@@ -206,15 +273,18 @@ fn observe(
     problems: Vec<validate::Problem>,
     applied: Applied,
     pods: &[Pod],
+    statefulset: Option<&StatefulSet>,
 ) -> Observed {
     let name = rps.name_any();
-    let nodes = rps.spec.nodes.max(0);
+    // Bounded even when the spec is invalid (CEL may be off): nodes is at most 1000 when valid.
+    let nodes = rps.spec.nodes.clamp(0, 1000);
     let mut observed = Observed {
         generation: rps.meta().generation,
         nodes,
         paused: rps.spec.paused,
         problems,
         applied,
+        statefulset_behind: statefulset_behind(statefulset),
         ..Observed::default()
     };
     for ordinal in 0..nodes {
@@ -226,6 +296,9 @@ fn observe(
         if alive.is_some() {
             observed.pods += 1;
         }
+        if alive.is_some_and(|p| outdated(p, statefulset)) {
+            observed.outdated.push(pod_name.clone());
+        }
         if alive.is_some_and(is_ready) {
             observed.ready += 1;
         } else {
@@ -233,6 +306,27 @@ fn observe(
         }
     }
     observed
+}
+
+/// Whether the StatefulSet controller has not yet acted on the StatefulSet's latest spec.
+fn statefulset_behind(statefulset: Option<&StatefulSet>) -> bool {
+    let Some(sts) = statefulset else {
+        return false;
+    };
+    let seen = sts.status.as_ref().and_then(|s| s.observed_generation);
+    matches!((seen, sts.metadata.generation), (Some(seen), Some(wanted)) if seen < wanted)
+}
+
+/// Whether `pod` runs an older pod template than the StatefulSet's current revision.
+fn outdated(pod: &Pod, statefulset: Option<&StatefulSet>) -> bool {
+    let current = statefulset
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.update_revision.as_deref());
+    let running = pod
+        .labels()
+        .get("controller-revision-hash")
+        .map(String::as_str);
+    matches!((current, running), (Some(c), Some(r)) if c != r)
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -291,7 +385,7 @@ async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(status::truncate_note(note)),
         action: action.into(),
         secondary: None,
     };
@@ -304,7 +398,11 @@ async fn publish(
 /// volumes stay unless `storage.deleteWithSet` asks for them to go too.
 async fn cleanup(rps: &ReplicatedPartitionSet, ctx: &Context, namespace: &str) -> Result<Action> {
     let name = rps.name_any();
-    let message = if rps.spec.storage.delete_with_set {
+    let message = if rps.spec.storage.delete_with_set && rps.spec.paused {
+        format!(
+            "deleting the set; it is paused, so its volumes (data-{name}-N) are kept although storage.deleteWithSet asks for them to go"
+        )
+    } else if rps.spec.storage.delete_with_set {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
         let selector = format!("{},{SET_LABEL}={name}", resources::selector_string(&name));
         claims

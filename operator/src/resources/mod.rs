@@ -17,7 +17,7 @@ mod pdb;
 mod services;
 mod statefulset;
 
-pub use config::{config_hash, config_map, node_config};
+pub use config::{DATA_DIR, config_hash, config_map, node_config};
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, peer_service};
 pub use statefulset::{claim_template_of, statefulset};
@@ -129,8 +129,10 @@ impl Owner {
         let mut reference = rps
             .controller_owner_ref(&())
             .ok_or(Error::MissingMetadata("uid"))?;
-        // Foreground deletion of the set waits for what it owns.
-        reference.block_owner_deletion = Some(true);
+        // No blockOwnerDeletion: setting it needs `update` on the set's finalizers subresource
+        // where the OwnerReferencesPermissionEnforcement admission plugin runs, and the
+        // operator's own finalizer already orders its cleanup before the set goes.
+        reference.block_owner_deletion = None;
         Ok(Self {
             name: rps.name_any(),
             namespace,
@@ -298,7 +300,7 @@ mod tests {
             assert_eq!(owner.uid, "0b6c-uid");
             assert_eq!(
                 (owner.controller, owner.block_owner_deletion),
-                (Some(true), Some(true))
+                (Some(true), None)
             );
             assert_eq!(m.namespace.as_deref(), Some("shop"));
             assert_eq!(m.labels.as_ref().unwrap()[SET_LABEL], "orders");
@@ -450,8 +452,52 @@ mod tests {
     }
 
     #[test]
+    fn scheduling_prefers_spread_by_default_and_follows_spec_scheduling() {
+        let default = pod(&build("nodes: 3"));
+        let anti = default.affinity.unwrap().pod_anti_affinity.unwrap();
+        let preferred = anti
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(
+            preferred[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert!(
+            anti.required_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        assert!(default.node_selector.is_none() && default.tolerations.is_none());
+        assert!(default.priority_class_name.is_none());
+
+        let spec = "nodes: 3\nscheduling:\n  podAntiAffinity: Required\n  topologyKey: topology.kubernetes.io/zone\n  nodeSelector: {disk: ssd}\n  tolerations: [{key: dedicated, operator: Equal, value: partita, effect: NoSchedule}]\n  priorityClassName: partita-critical\n";
+        let p = pod(&build(spec));
+        let anti = p.affinity.unwrap().pod_anti_affinity.unwrap();
+        assert!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        let required = anti
+            .required_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(required[0].topology_key, "topology.kubernetes.io/zone");
+        let term_selector = required[0]
+            .label_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert!(selects(&term_selector, &labels("orders")));
+        assert!(!selects(&term_selector, &labels("other")));
+        assert_eq!(p.node_selector.unwrap()["disk"], "ssd");
+        assert_eq!(p.tolerations.unwrap()[0].value.as_deref(), Some("partita"));
+        assert_eq!(p.priority_class_name.as_deref(), Some("partita-critical"));
+    }
+
+    #[test]
     fn kubernetes_validate_strict_accepts_every_object_built() {
-        let d = build("nodes: 3\nresources: {requests: {cpu: 500m, memory: 1Gi}}");
+        let d = build(
+            "nodes: 3\nresources: {requests: {cpu: 500m, memory: 1Gi}}\nscheduling: {podAntiAffinity: Required, nodeSelector: {disk: ssd}, tolerations: [{key: dedicated, operator: Exists}], priorityClassName: high}",
+        );
         let docs = [
             serde_yaml::to_string(&d.config_map).unwrap(),
             serde_yaml::to_string(&d.peer_service).unwrap(),

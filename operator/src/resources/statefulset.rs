@@ -10,8 +10,10 @@
 //!   startup probe that allows a long log replay.
 //! - The restricted pod security standard: non-root, read-only root filesystem, no privilege
 //!   escalation, no capabilities, the runtime's seccomp profile.
-//! - Preferred anti-affinity and topology spread, so copies land on different machines and zones
-//!   when the cluster has them, and still schedule when it does not.
+//! - Anti-affinity and topology spread, so copies land on different machines and zones when the
+//!   cluster has them. By default a preference, so pods still schedule when it has not;
+//!   `scheduling.podAntiAffinity: Required` makes it a rule. `scheduling` also carries the
+//!   node selector, tolerations and priority class.
 
 use super::{
     CONFIG_HASH_ANNOTATION, Names, Owner, config::DATA_DIR, labels, ports, selector_labels,
@@ -31,7 +33,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use partita_api::ReplicatedPartitionSetSpec;
+use partita_api::{AntiAffinity, ReplicatedPartitionSetSpec, SchedulingSpec};
 use std::collections::BTreeMap;
 
 /// The name of the volume claim template, and so of the claims: `data-<set>-<ordinal>`.
@@ -175,21 +177,14 @@ fn pod_spec(
             ..PodSecurityContext::default()
         }),
         affinity: Some(Affinity {
-            pod_anti_affinity: Some(PodAntiAffinity {
-                preferred_during_scheduling_ignored_during_execution: Some(vec![
-                    WeightedPodAffinityTerm {
-                        weight: 100,
-                        pod_affinity_term: PodAffinityTerm {
-                            topology_key: "kubernetes.io/hostname".into(),
-                            label_selector: Some(selector.clone()),
-                            ..PodAffinityTerm::default()
-                        },
-                    },
-                ]),
-                ..PodAntiAffinity::default()
-            }),
+            pod_anti_affinity: Some(anti_affinity(&spec.scheduling, &selector)),
             ..Affinity::default()
         }),
+        node_selector: (!spec.scheduling.node_selector.is_empty())
+            .then(|| spec.scheduling.node_selector.clone()),
+        tolerations: (!spec.scheduling.tolerations.is_empty())
+            .then(|| spec.scheduling.tolerations.clone()),
+        priority_class_name: spec.scheduling.priority_class_name.clone(),
         topology_spread_constraints: Some(vec![
             spread("kubernetes.io/hostname"),
             spread("topology.kubernetes.io/zone"),
@@ -200,6 +195,30 @@ fn pod_spec(
             ..Volume::default()
         }]),
         ..PodSpec::default()
+    }
+}
+
+/// Keeps the set's pods apart, one per place (`topologyKey`), as a preference or a rule.
+fn anti_affinity(scheduling: &SchedulingSpec, selector: &LabelSelector) -> PodAntiAffinity {
+    let term = PodAffinityTerm {
+        topology_key: scheduling.topology_key.clone(),
+        label_selector: Some(selector.clone()),
+        ..PodAffinityTerm::default()
+    };
+    match scheduling.pod_anti_affinity {
+        AntiAffinity::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        },
+        AntiAffinity::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..PodAntiAffinity::default()
+        },
     }
 }
 

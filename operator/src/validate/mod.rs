@@ -151,6 +151,7 @@ pub fn validate(
     }
 
     storage_problems(spec, existing, &mut problem);
+    scheduling_problems(spec, &mut problem);
 
     if let Some(resources) = &spec.resources {
         let quantities = resources
@@ -184,6 +185,136 @@ pub fn validate(
             detection_window,
         }),
         _ => Err(problems),
+    }
+}
+
+/// The longest set name. The StatefulSet's pods carry a `controller-revision-hash` label of the
+/// set's name and 11 more characters, and a label value stops at 63.
+pub const MAX_NAME: usize = 52;
+
+/// What is wrong with a set's name, which becomes the name of its Services (DNS-1035 labels),
+/// a label value on every object, and the prefix of its pods' names.
+pub fn name_problem(name: &str) -> Option<Problem> {
+    let dns_1035 = name.len() <= MAX_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    (!dns_1035).then(|| Problem {
+        reason: "InvalidName",
+        message: format!(
+            "the name {name:?} cannot name the set's Services and pods: use at most {MAX_NAME} lowercase letters, digits and '-', starting with a letter and ending with a letter or digit; delete the set and create it under such a name"
+        ),
+    })
+}
+
+/// Whether `s` is a label name, or a label value when `value` (which may also be empty).
+fn label_segment(s: &str, value: bool) -> bool {
+    if s.is_empty() {
+        return value;
+    }
+    let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars().all(inner)
+}
+
+/// Whether `s` is a DNS subdomain (RFC 1123), as label prefixes and PriorityClass names are.
+fn dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.len() <= 63
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// Whether `s` is a label key: `[prefix/]name`.
+fn label_key(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => dns_subdomain(prefix) && label_segment(name, false),
+        None => label_segment(s, false),
+    }
+}
+
+/// What the API server would refuse in the pod template's scheduling fields.
+fn scheduling_problems(
+    spec: &ReplicatedPartitionSetSpec,
+    problem: &mut impl FnMut(&'static str, String),
+) {
+    let scheduling = &spec.scheduling;
+    if !label_key(&scheduling.topology_key) {
+        problem(
+            "InvalidScheduling",
+            format!(
+                "scheduling.topologyKey {:?} is not a node label key, such as kubernetes.io/hostname",
+                scheduling.topology_key
+            ),
+        );
+    }
+    if scheduling.node_selector.len() > 32 {
+        problem(
+            "InvalidScheduling",
+            "scheduling.nodeSelector may hold at most 32 labels".into(),
+        );
+    }
+    for (key, value) in &scheduling.node_selector {
+        if !label_key(key) || !label_segment(value, true) {
+            problem(
+                "InvalidScheduling",
+                format!("scheduling.nodeSelector {key:?}: {value:?} is not a valid label"),
+            );
+        }
+    }
+    if scheduling.tolerations.len() > 32 {
+        problem(
+            "InvalidScheduling",
+            "scheduling.tolerations may hold at most 32 entries".into(),
+        );
+    }
+    for (i, t) in scheduling.tolerations.iter().enumerate() {
+        let operator = t.operator.as_deref().unwrap_or("Equal");
+        let key = t.key.as_deref().unwrap_or_default();
+        let value = t.value.as_deref().unwrap_or_default();
+        let why = if !matches!(operator, "Equal" | "Exists") {
+            Some(format!("operator {operator:?} must be Equal or Exists"))
+        } else if !key.is_empty() && !label_key(key) {
+            Some(format!("key {key:?} is not a label key"))
+        } else if key.is_empty() && operator != "Exists" {
+            Some("an empty key needs operator Exists".to_string())
+        } else if operator == "Exists" && !value.is_empty() {
+            Some("operator Exists takes no value".to_string())
+        } else if !label_segment(value, true) {
+            Some(format!("value {value:?} is not a label value"))
+        } else if !matches!(
+            t.effect.as_deref().unwrap_or_default(),
+            "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+        ) {
+            Some("effect must be NoSchedule, PreferNoSchedule or NoExecute".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            problem(
+                "InvalidScheduling",
+                format!("scheduling.tolerations[{i}]: {why}"),
+            );
+        }
+    }
+    if let Some(class) = &scheduling.priority_class_name
+        && !dns_subdomain(class)
+    {
+        problem(
+            "InvalidScheduling",
+            format!("scheduling.priorityClassName {class:?} is not a valid PriorityClass name"),
+        );
     }
 }
 
@@ -328,5 +459,66 @@ mod tests {
             "{}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn names_that_no_service_or_pod_can_carry_are_refused() {
+        for good in ["orders", "a", "orders-2", &"a".repeat(MAX_NAME)] {
+            assert_eq!(name_problem(good), None, "{good}");
+        }
+        for bad in [
+            "orders.v2",
+            "1orders",
+            "orders-",
+            "Orders",
+            &"a".repeat(MAX_NAME + 1),
+        ] {
+            let p = name_problem(bad).unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert_eq!(p.reason, "InvalidName");
+            assert!(p.message.contains("at most 52"), "{}", p.message);
+        }
+    }
+
+    #[test]
+    fn scheduling_the_api_server_would_refuse_is_named() {
+        let good = spec(
+            "nodes: 3\nscheduling: {topologyKey: topology.kubernetes.io/zone, nodeSelector: {disk: ssd, example.com/pool: ''}, tolerations: [{operator: Exists}, {key: a, value: b, effect: NoExecute}], priorityClassName: high}",
+        );
+        assert!(validate(&good, "x", &Existing::default()).is_ok());
+        for (yaml, says) in [
+            ("topologyKey: 'not a key'", "scheduling.topologyKey"),
+            ("nodeSelector: {'bad key!': x}", "scheduling.nodeSelector"),
+            (
+                "nodeSelector: {disk: 'two words'}",
+                "scheduling.nodeSelector",
+            ),
+            (
+                "tolerations: [{key: a, operator: Sometimes}]",
+                "tolerations[0]: operator",
+            ),
+            (
+                "tolerations: [{value: b}]",
+                "an empty key needs operator Exists",
+            ),
+            (
+                "tolerations: [{key: a, operator: Exists, value: b}]",
+                "takes no value",
+            ),
+            ("tolerations: [{key: a, effect: Never}]", "effect must be"),
+            (
+                "priorityClassName: Not_Valid",
+                "scheduling.priorityClassName",
+            ),
+        ] {
+            let s = spec(&format!("nodes: 3\nscheduling: {{{}}}", yaml));
+            let problems = validate(&s, "x", &Existing::default()).unwrap_err();
+            assert_eq!(problems.len(), 1, "{yaml}: {problems:?}");
+            assert_eq!(problems[0].reason, "InvalidScheduling");
+            assert!(
+                problems[0].message.contains(says),
+                "{yaml}: {}",
+                problems[0].message
+            );
+        }
     }
 }

@@ -15,6 +15,14 @@
 //!
 //! Every request is logged, so tests can assert exactly which writes a reconcile made. A client
 //! can be cut off (`set_down`): its requests then fail with 503, as through a partition.
+//!
+//! Served over HTTP ([`FakeApi::serve`]), it can also enforce RBAC rules ([`FakeApi::enforce`])
+//! as kube-apiserver's RBAC authorizer does: each request is authorized as a verb (get, list,
+//! watch, create, update, patch, delete, deletecollection) on a resource (with its subresource,
+//! `replicatedpartitionsets/status`) in a namespace, with `resourceNames` matching only requests
+//! that name an object; a server-side apply that creates its object must be allowed `create` as
+//! well as `patch`. A refused request gets 403 Forbidden with the real message, and every
+//! decision is recorded ([`FakeApi::accesses`]).
 
 #![allow(dead_code)]
 
@@ -72,6 +80,74 @@ impl Call {
 
 type Key = (String, String, String, String);
 
+/// One RBAC policy rule, bound where it applies: `namespace` is `None` for a rule bound by a
+/// ClusterRoleBinding (every namespace, and cluster-scoped requests), or the namespace of the
+/// RoleBinding that binds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Where the rule applies.
+    pub namespace: Option<String>,
+    /// API groups; `""` is the core group, `"*"` any.
+    pub groups: Vec<String>,
+    /// Resources, with subresources as `resource/sub`; `"*"` any.
+    pub resources: Vec<String>,
+    /// Object names; empty means any, and a non-empty list never matches a request without a
+    /// name (create, list, watch, deletecollection).
+    pub names: Vec<String>,
+    /// Verbs; `"*"` any.
+    pub verbs: Vec<String>,
+}
+
+impl Rule {
+    /// Whether the rule allows `access`.
+    pub fn allows(&self, access: &Access) -> bool {
+        let any = |list: &[String], item: &str| list.iter().any(|x| x == "*" || x == item);
+        self.namespace
+            .as_ref()
+            .is_none_or(|ns| !access.namespace.is_empty() && *ns == access.namespace)
+            && any(&self.groups, &access.group)
+            && any(&self.resources, &access.resource)
+            && any(&self.verbs, &access.verb)
+            && (self.names.is_empty()
+                || (!access.name.is_empty() && self.names.contains(&access.name)))
+    }
+}
+
+/// One authorization decision's input: what a request does.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Access {
+    /// The RBAC verb.
+    pub verb: String,
+    /// The API group, `""` for the core group.
+    pub group: String,
+    /// The resource, with its subresource as `resource/sub`.
+    pub resource: String,
+    /// The namespace, empty for a cluster-wide request.
+    pub namespace: String,
+    /// The object's name, empty when the request names none.
+    pub name: String,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        let ns = if self.namespace.is_empty() {
+            "(cluster)"
+        } else {
+            &self.namespace
+        };
+        write!(f, "{} {}/{} in {ns}", self.verb, group, self.resource)?;
+        if !self.name.is_empty() {
+            write!(f, " named {}", self.name)?;
+        }
+        Ok(())
+    }
+}
+
 /// Most watch events kept; a watch from an older resourceVersion gets 410 Gone, as from a real
 /// API server whose watch cache has moved on.
 const HISTORY: usize = 10_000;
@@ -86,6 +162,10 @@ struct State {
     history: std::collections::VecDeque<(u64, &'static str, Key, Value)>,
     /// Ticks on every event, waking watches.
     tick: tokio::sync::watch::Sender<u64>,
+    /// The RBAC rules served requests must satisfy; `None` allows everything.
+    rbac: Option<Vec<Rule>>,
+    /// Every authorization decision on a served request: what it asked, and whether it was allowed.
+    accesses: Vec<(Access, bool)>,
 }
 
 impl Default for State {
@@ -98,6 +178,8 @@ impl Default for State {
             clients: 0,
             history: std::collections::VecDeque::new(),
             tick: tokio::sync::watch::Sender::new(0),
+            rbac: None,
+            accesses: Vec::new(),
         }
     }
 }
@@ -800,6 +882,88 @@ impl FakeApi {
         addr
     }
 
+    /// From now on, served requests must be allowed by `rules` (see the module docs).
+    pub fn enforce(&self, rules: Vec<Rule>) {
+        self.lock().rbac = Some(rules);
+    }
+
+    /// Every authorization decision so far: the access, and whether it was allowed.
+    pub fn accesses(&self) -> Vec<(Access, bool)> {
+        self.lock().accesses.clone()
+    }
+
+    /// What a served request asks of the authorizer: its verb on its resource, and `create` as
+    /// well for a server-side apply of an object that does not exist yet.
+    fn access(&self, parts: &http::request::Parts, query: &str) -> Vec<Access> {
+        let route = Route::parse(parts.uri.path());
+        let named = route.name.clone().unwrap_or_default();
+        let watching = matches!(query_param(query, "watch").as_deref(), Some("true" | "1"));
+        let verb = match (parts.method.as_str(), named.is_empty()) {
+            ("GET", _) if watching => "watch",
+            ("GET", true) => "list",
+            ("GET", false) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "deletecollection",
+            ("DELETE", false) => "delete",
+            (other, _) => other,
+        };
+        let resource = match &route.sub {
+            Some(sub) => format!("{}/{sub}", route.plural),
+            None => route.plural.clone(),
+        };
+        let access = |verb: &str| Access {
+            verb: verb.into(),
+            group: route.group.clone(),
+            resource: resource.clone(),
+            namespace: route.namespace.clone(),
+            name: named.clone(),
+        };
+        let mut asked = vec![access(verb)];
+        let applying = parts
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes() == b"application/apply-patch+yaml");
+        if verb == "patch" && applying && !self.lock().objects.contains_key(&route.key(&named)) {
+            asked.push(access("create"));
+        }
+        asked
+    }
+
+    /// Authorizes a served request; the 403 a real API server would answer, if refused.
+    fn authorize(&self, parts: &http::request::Parts, query: &str) -> Option<Value> {
+        let asked = self.access(parts, query);
+        let mut s = self.lock();
+        let rules = s.rbac.clone()?;
+        let mut refused = None;
+        for access in asked {
+            let allowed = rules.iter().any(|r| r.allows(&access));
+            if !allowed && refused.is_none() {
+                refused = Some(access.clone());
+            }
+            s.accesses.push((access, allowed));
+        }
+        let a = refused?;
+        let what = if a.name.is_empty() {
+            a.resource.clone()
+        } else if a.group.is_empty() {
+            format!("{} {:?}", a.resource, a.name)
+        } else {
+            format!("{}.{} {:?}", a.resource, a.group, a.name)
+        };
+        let scope = if a.namespace.is_empty() {
+            "at the cluster scope".to_string()
+        } else {
+            format!("in the namespace {:?}", a.namespace)
+        };
+        let message = format!(
+            "{what} is forbidden: User \"system:serviceaccount:test:operator\" cannot {} resource {:?} in API group {:?} {scope}",
+            a.verb, a.resource, a.group
+        );
+        Some(status(StatusCode::FORBIDDEN, "Forbidden", message).1)
+    }
+
     async fn http(&self, id: usize, req: Request<hyper::body::Incoming>) -> Response<HttpBody> {
         use http_body_util::{BodyExt, Full};
         let (parts, body) = req.into_parts();
@@ -810,7 +974,17 @@ impl FakeApi {
             .unwrap_or_default();
         let query = parts.uri.query().unwrap_or_default().to_string();
         let watching = matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
-        let (code, body) = if parts.uri.path() == "/version" {
+        let forbidden = if parts.uri.path() == "/version" {
+            None
+        } else {
+            self.authorize(&parts, &query)
+        };
+        let (code, body) = if let Some(refusal) = forbidden {
+            (
+                StatusCode::FORBIDDEN,
+                Full::new(bytes::Bytes::from(refusal.to_string())).boxed(),
+            )
+        } else if parts.uri.path() == "/version" {
             let version = json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0-partita-fake",
                 "gitCommit": "", "gitTreeState": "", "buildDate": "2026-11-22T00:00:00Z",
                 "goVersion": "", "compiler": "", "platform": "linux/amd64"});
@@ -936,5 +1110,88 @@ impl FakeApi {
         );
         std::fs::write(&path, config).unwrap();
         path
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and body, or `None` if unreachable.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split(' ').nth(1)?.parse().ok()?;
+    Some((code, out.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process the test started, killed (by its own PID) if the test ends first.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    /// Sends SIGTERM and waits up to `deadline` for the exit status.
+    pub async fn terminate(&mut self, deadline: std::time::Duration) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "process {pid} did not stop within {deadline:?} of SIGTERM"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Pod `<set>-<ordinal>` of a set, as the StatefulSet controller would create it (the set's
+/// labels), with the kubelet's Ready condition true.
+pub fn ready_pod(set: &str, namespace: &str, ordinal: usize) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{set}-{ordinal}")),
+            namespace: Some(namespace.into()),
+            labels: Some(partita_operator::resources::labels(set)),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        }),
     }
 }

@@ -218,6 +218,56 @@ fn the_service_monitor_scrapes_the_metrics_service() {
 }
 
 #[test]
+fn names_fit_their_limits_for_the_longest_release_name() {
+    // Helm allows release names of up to 53 characters.
+    let release = "storage-platform-production-kv-eu-west1-a-b-c-d-e-f-g";
+    assert_eq!(release.len(), 53);
+    let mut args = vec!["render".to_string()];
+    args.extend(values_args(Some(
+        &chart_dir().join("ci/production-values.yaml"),
+    )));
+    args.extend(["--name".to_string(), release.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = helm(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let dns_label = |s: &str| {
+        s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && !s.ends_with('-')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    for doc in docs.iter().map(|d| &d["object"]) {
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let kind = doc["kind"].as_str().unwrap();
+        // Services need DNS-1035 labels; label values and Deployment-made pod names need 63.
+        assert!(
+            dns_label(name),
+            "{kind} {name:?} ({} characters)",
+            name.len()
+        );
+        if kind == "Deployment" {
+            for arg in doc["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .unwrap()
+            {
+                if let Some(lease) = arg.as_str().unwrap().strip_prefix("--lease-name=") {
+                    assert!(dns_label(lease), "lease {lease:?}");
+                }
+            }
+        }
+        for (k, v) in doc["metadata"]["labels"].as_object().unwrap() {
+            assert!(v.as_str().unwrap().len() <= 63, "{kind} label {k}={v}");
+        }
+    }
+}
+
+#[test]
 fn the_chart_ships_the_generated_crd_unchanged() {
     let generated =
         std::fs::read_to_string(repo_root().join("crds/partita.dev_replicatedpartitionsets.yaml"))
@@ -251,6 +301,15 @@ fn the_values_schema_refuses_bad_values_with_the_offending_key() {
             "/resources/requests/memory",
         ),
         ("replicaCont: 2\n", "replicaCont"),
+        (
+            "podLabels:\n  app.kubernetes.io/component: x\n",
+            "/podLabels",
+        ),
+        ("image:\n  digest: latest\n", "/image/digest"),
+        (
+            "metrics:\n  serviceMonitor:\n    enabled: true\n    interval: 10s\n    scrapeTimeout: 20s\n",
+            "scrapeTimeout must not be longer",
+        ),
         (
             "leaderElection:\n  leaseDurationSeconds: 10\n  renewDeadlineSeconds: 10\n",
             "renewDeadlineSeconds must be below",
@@ -647,22 +706,22 @@ fn the_examples_pass_kubernetes_validate_and_the_sets_are_left_to_the_crd() {
     }
 }
 
-/// The hadolint that `.ci/setup` installs from PyPI, in Python's scripts directory.
+/// The hadolint that `.ci/setup` installs from PyPI: in Python's scripts directory, the user
+/// scripts directory (a `pip --user` install), or on PATH.
 fn hadolint() -> PathBuf {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
+            "import shutil, sysconfig\nfor p in (sysconfig.get_path('scripts'), sysconfig.get_path('scripts', sysconfig.get_preferred_scheme('user'))):\n    print(p + '/hadolint')\nprint(shutil.which('hadolint') or '')",
         ])
         .output()
         .unwrap();
-    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("hadolint");
-    assert!(
-        path.exists(),
-        "hadolint is not installed: run .ci/setup ({})",
-        path.display()
-    );
-    path
+    let found = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    found.expect("hadolint is not installed: run .ci/setup")
 }
 
 #[test]

@@ -47,10 +47,25 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The leader Lease: leaderElection.leaseName, or one per release, so that two releases in
+one namespace (each watching its own namespace) never share a leader. */}}
+{{- define "partita-operator.leaseName" -}}
+{{- default (printf "%s-leader" (include "partita-operator.fullname" . | trunc 56 | trimSuffix "-")) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* An image reference: repository@digest when a digest is given, else repository:tag. */}}
+{{- define "partita-operator.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
 {{- define "partita-operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "partita-operator.imageRef" (dict "image" .Values.image "appVersion" .Chart.AppVersion) }}
 {{- end }}
 
 {{- define "partita-operator.nodeImage" -}}
-{{- printf "%s:%s" .Values.nodeImage.repository (default .Chart.AppVersion .Values.nodeImage.tag) }}
+{{- include "partita-operator.imageRef" (dict "image" .Values.nodeImage "appVersion" .Chart.AppVersion) }}
 {{- end }}

@@ -52,14 +52,18 @@ impl Default for Timing {
 }
 
 impl Timing {
-    /// Checks the ordering the safety argument needs.
+    /// Checks the ordering the safety argument needs, and that a healthy leader can renew
+    /// before its deadline: one attempt waits a retry period and then reads and writes the
+    /// Lease, each call bounded by a retry period, so the deadline must exceed three of them or
+    /// a slow API server would make the leader step down and come back on every cycle.
     pub fn check(&self) -> Result<()> {
-        if !(self.retry_period < self.renew_deadline && self.renew_deadline < self.lease_duration)
+        if !(self.retry_period * 3 < self.renew_deadline
+            && self.renew_deadline < self.lease_duration)
             || self.lease_duration < Duration::from_secs(1)
             || self.lease_duration.subsec_nanos() != 0
         {
             return Err(Error::Config(format!(
-                "leader election needs retry period ({:?}) < renew deadline ({:?}) < lease duration ({:?}), and a lease of whole seconds (a Lease records only seconds)",
+                "leader election needs 3 x retry period ({:?}) < renew deadline ({:?}) < lease duration ({:?}), and a lease of whole seconds (a Lease records only seconds)",
                 self.retry_period, self.renew_deadline, self.lease_duration
             )));
         }
@@ -464,5 +468,11 @@ mod tests {
             ..timing()
         };
         assert!(bad.check().is_err());
+        let no_room_to_renew = Timing {
+            retry_period: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(5),
+            ..timing()
+        };
+        assert!(no_room_to_renew.check().is_err());
     }
 }

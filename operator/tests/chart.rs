@@ -307,6 +307,10 @@ fn the_values_schema_refuses_bad_values_with_the_offending_key() {
         ),
         ("image:\n  digest: latest\n", "/image/digest"),
         (
+            "leaderElection:\n  retryPeriodSeconds: 4\n",
+            "more than 3 x leaderElection.retryPeriodSeconds",
+        ),
+        (
             "metrics:\n  serviceMonitor:\n    enabled: true\n    interval: 10s\n    scrapeTimeout: 20s\n",
             "scrapeTimeout must not be longer",
         ),

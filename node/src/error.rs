@@ -104,6 +104,15 @@ pub enum Error {
         /// The flag or setting that controls it.
         setting: &'static str,
     },
+    /// A topology push was refused: older than the map held, or inconsistent.
+    #[error("topology refused: {reason}")]
+    BadTopology {
+        /// Why.
+        reason: String,
+        /// The version the node holds (0 when none).
+        held: u64,
+    },
+
     /// A write reached a copy that is not the partition's primary (a replica, or a copy with
     /// no role yet).
     #[error(

@@ -10,8 +10,10 @@ pub mod glob;
 pub mod metrics;
 pub mod proto;
 pub mod replication;
+pub mod routing;
 pub mod server;
 pub mod slot;
 pub mod storage;
+pub mod topology;
 
 pub use error::Error;

@@ -19,6 +19,7 @@ use partita_node::replication::{Replication, ReplicationConfig, primary};
 use partita_node::server::grpc::WriteDefaults;
 use partita_node::server::{self, Limits};
 use partita_node::storage::FsyncPolicy;
+use partita_node::topology::Held;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +105,12 @@ struct Args {
     advertise_host: Option<String>,
     /// Write concern of gRPC writes that do not set one: one, quorum or all. RESP connections
     /// start at one, as Redis, and change it with WRITECONCERN.
+    /// What to do with a Redis command for a slot another node leads: `proxy` forwards it to
+    /// that node and returns its reply (for clients that know nothing of clusters); `moved`
+    /// answers `-MOVED slot host:port`, as Redis Cluster does. Cluster-aware clients go
+    /// straight to the primary either way.
+    #[arg(long, env = "PARTITA_REDIRECT", default_value = "proxy", value_parser = ["proxy", "moved"])]
+    redirect: String,
     #[arg(long, env = "PARTITA_WRITE_CONCERN", default_value = "quorum",
           value_parser = ["one", "quorum", "all"])]
     write_concern: String,
@@ -251,8 +258,29 @@ async fn run(args: Args) -> Result<(), String> {
         },
         timeout: Duration::from_millis(args.write_timeout_ms),
     };
-    let service =
-        server::grpc::Service::new(Arc::clone(&engine), limits, node, Arc::clone(&repl), writes);
+    let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
+    let topology = Held::load(data_dir.as_deref(), engine.slots())
+        .map(Arc::new)
+        .map_err(|e| e.to_string())?;
+    let cluster = Arc::new(server::resp::Cluster {
+        node: node.clone(),
+        topology: Arc::clone(&topology),
+        standalone: args.standalone,
+        redirect: if args.redirect == "moved" {
+            server::resp::Redirect::Moved
+        } else {
+            server::resp::Redirect::Proxy
+        },
+        proxy: server::resp::Proxy::new(limits.max_reply_bytes),
+    });
+    let service = server::grpc::Service::new(
+        Arc::clone(&engine),
+        limits,
+        node,
+        Arc::clone(&repl),
+        writes,
+        topology,
+    );
     let replication = primary::Service::new(Arc::clone(&engine), repl_cfg, shutdown.clone());
     let grpc_task = {
         let mut shutdown = shutdown.clone();
@@ -271,6 +299,7 @@ async fn run(args: Args) -> Result<(), String> {
         resp,
         Arc::clone(&engine),
         limits,
+        cluster,
         shutdown.clone(),
     ));
     let http_task = tokio::spawn(server::http::serve(

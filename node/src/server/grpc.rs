@@ -14,6 +14,7 @@ use crate::replication::Replication;
 use crate::replication::role::{Change, PrimarySettings, Role, RoleState};
 use crate::server::Limits;
 use crate::storage::{SetCondition, SetExpiry, Ttl};
+use crate::topology::Held;
 use bytes::Bytes;
 use prost::Message;
 use std::sync::Arc;
@@ -120,16 +121,18 @@ pub struct Service {
     node: NodeAddress,
     repl: Arc<Replication>,
     writes: WriteDefaults,
+    topology: Arc<Held>,
 }
 
 impl Service {
-    /// Services for `engine`, known to clients as `node`.
+    /// Services for `engine`, known to clients as `node`, routing by `topology`.
     pub fn new(
         engine: Arc<Engine>,
         limits: Limits,
         node: NodeAddress,
         repl: Arc<Replication>,
         writes: WriteDefaults,
+        topology: Arc<Held>,
     ) -> Self {
         Self {
             engine,
@@ -137,6 +140,7 @@ impl Service {
             node,
             repl,
             writes,
+            topology,
         }
     }
 
@@ -429,12 +433,6 @@ fn internal(e: crate::Error) -> Status {
     status_of(&e)
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} needs cluster routing, which this node does not have yet"
-    ))
-}
-
 /// The status for a node error, with the ErrorInfo a client acts on.
 pub fn status_of(e: &crate::Error) -> Status {
     use crate::Error as E;
@@ -491,6 +489,14 @@ pub fn status_of(e: &crate::Error) -> Status {
             info(ErrorCode::NotCaughtUp, *partition, 0),
         ),
         E::BadRole { .. } => (tonic::Code::FailedPrecondition, ErrorInfo::default()),
+        E::BadTopology { held, .. } => (
+            tonic::Code::FailedPrecondition,
+            ErrorInfo {
+                code: ErrorCode::BadTopology as i32,
+                topology_version: *held,
+                ..Default::default()
+            },
+        ),
         E::LimitExceeded { limit, setting, .. } => (
             tonic::Code::InvalidArgument,
             ErrorInfo {
@@ -713,7 +719,11 @@ impl Kv for Service {
         &self,
         _req: Request<GetTopologyRequest>,
     ) -> Result<Response<Topology>, Status> {
-        // A standalone node's map: it leads every partition.
+        if let Some(map) = self.topology.get() {
+            return Ok(Response::new(map.topology().clone()));
+        }
+        // No map pushed: a standalone node leads every partition; another node names itself
+        // for the partitions it leads, and no one for the rest.
         let slots = self.engine.slots();
         let routes = (0..slots.partitions())
             .filter_map(|p| {
@@ -722,7 +732,18 @@ impl Kv for Service {
                     partition: p,
                     slot_start: u32::from(start),
                     slot_end: u32::from(end),
-                    primary: self.node.node_id.clone(),
+                    // Without a pushed map, a node vouches only for what it leads.
+                    primary: if self.standalone()
+                        || self
+                            .engine
+                            .partitions()
+                            .get(p as usize)
+                            .is_some_and(|x| x.is_primary())
+                    {
+                        self.node.node_id.clone()
+                    } else {
+                        String::new()
+                    },
                     replicas: Vec::new(),
                     epoch: self
                         .engine
@@ -753,7 +774,7 @@ impl Admin for Service {
             uptime_ms: self.engine.uptime().as_millis() as u64,
             standalone: self.standalone(),
             partitions_total: self.engine.slots().partitions(),
-            topology_version: 0,
+            topology_version: self.topology.version(),
             fsync: self.engine.config().fsync.to_string(),
             partitions: partitions
                 .iter()
@@ -885,8 +906,19 @@ impl Admin for Service {
 
     async fn set_topology(
         &self,
-        _req: Request<SetTopologyRequest>,
+        req: Request<SetTopologyRequest>,
     ) -> Result<Response<SetTopologyResponse>, Status> {
-        Err(not_yet("setting the topology"))
+        self.check_not_standalone()?;
+        let topology = req
+            .into_inner()
+            .topology
+            .ok_or_else(|| Status::invalid_argument("topology is required"))?;
+        let held = Arc::clone(&self.topology);
+        // The map is fsynced before it is taken: off the async workers.
+        let version = tokio::task::spawn_blocking(move || held.push(&topology))
+            .await
+            .map_err(|e| Status::internal(format!("the topology push failed: {e}")))?
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(SetTopologyResponse { version }))
     }
 }

@@ -222,6 +222,17 @@ impl Admin {
             .map(tonic::Response::into_inner)
     }
 
+    /// Pushes a partition map; the version held afterwards.
+    pub fn set_topology(&mut self, topology: proto::Topology) -> Result<u64, tonic::Status> {
+        let req = proto::SetTopologyRequest {
+            topology: Some(topology),
+        };
+        let c = &mut self.client;
+        self.rt
+            .block_on(c.set_topology(req))
+            .map(|r| r.into_inner().version)
+    }
+
     /// Status of every partition, or panics.
     pub fn status(&mut self) -> NodeStatus {
         self.try_status().unwrap_or_else(|e| panic!("status: {e}"))
@@ -370,6 +381,17 @@ pub fn form(primary: &Member, replicas: &[&Member], epoch: u64) {
 
 /// Waits until `primary` reports each of `replicas` connected and in sync on every partition.
 pub fn wait_in_sync(primary: &Member, replicas: &[&str], deadline: Duration) {
+    wait_in_sync_on(primary, None, replicas, deadline);
+}
+
+/// Waits until `primary` reports each of `replicas` connected and in sync on `partitions`
+/// (every partition when `None`).
+pub fn wait_in_sync_on(
+    primary: &Member,
+    partitions: Option<&[u32]>,
+    replicas: &[&str],
+    deadline: Duration,
+) {
     let mut admin = primary.admin();
     let until = Instant::now() + deadline;
     loop {
@@ -377,6 +399,7 @@ pub fn wait_in_sync(primary: &Member, replicas: &[&str], deadline: Duration) {
         let missing: Vec<String> = st
             .partitions
             .iter()
+            .filter(|p| partitions.is_none_or(|ids| ids.contains(&p.partition)))
             .flat_map(|p| {
                 replicas.iter().filter_map(move |id| {
                     let ok = p

@@ -1,22 +1,27 @@
 //! `partita admin`: the Admin service from a shell. An operator reads a node's state (status,
-//! digest) and changes partition roles by hand (assign, promote, follow, fence, drop) with the
-//! same calls the Kubernetes operator makes, so a switchover or a repair can be done, or
-//! rehearsed, without the operator. Every subcommand prints either a table or, with `--json`,
-//! the response converted field by field (snake_case names as in `partita.proto`, enums as
-//! lower-case strings), so scripts need no protobuf tooling.
+//! digest), changes partition roles by hand (assign, promote, follow, fence, drop) and reads or
+//! pushes its partition map (topology get, topology set) with the same calls the Kubernetes
+//! operator makes, so a switchover or a repair can be done, or rehearsed, without the operator.
+//! Every subcommand prints either a table or, with `--json`, the response converted field by
+//! field (snake_case names as in `partita.proto`, enums as lower-case strings), so scripts need
+//! no protobuf tooling. The partition map is JSON either way, in the file format `topology set`
+//! reads (see [`crate::topology`]).
 
 use crate::connect::{self, describe};
+use crate::topology;
 use clap::{ArgGroup, Args, Subcommand};
 use partita_node::proto::admin_client::AdminClient;
+use partita_node::proto::kv_client::KvClient;
 use partita_node::proto::{
     AssignRoleRequest, DigestRequest, DigestResponse, DropRequest, EpochStart, FenceRequest,
-    FencedRole, FollowRequest, LinkState, NodeAddress, NodeStatus, PartitionDigest,
-    PartitionRoleState, PartitionSelector, PartitionStatus, Position, PrimaryRole, PromoteRequest,
-    ReplicaLink, ReplicaProgress, ReplicaRole, Role, RoleChangeResponse, StatusRequest, SyncKind,
-    assign_role_request,
+    FencedRole, FollowRequest, GetTopologyRequest, LinkState, NodeAddress, NodeStatus,
+    PartitionDigest, PartitionRoleState, PartitionSelector, PartitionStatus, Position, PrimaryRole,
+    PromoteRequest, ReplicaLink, ReplicaProgress, ReplicaRole, Role, RoleChangeResponse,
+    SetTopologyRequest, SetTopologyResponse, StatusRequest, SyncKind, assign_role_request,
 };
 use serde_json::{Value, json};
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -72,6 +77,30 @@ enum AdminCmd {
         /// Partitions to digest: an id, a comma-separated list, or `all` (the default).
         #[arg(long, value_parser = parse_partitions, value_name = "N|N,N,...|all")]
         partition: Option<Partitions>,
+    },
+    /// Show or replace the node's partition map (GetTopology, SetTopology).
+    #[command(subcommand)]
+    Topology(TopologyCmd),
+}
+
+/// `partita admin topology`.
+#[derive(Debug, Subcommand)]
+enum TopologyCmd {
+    /// Print the node's partition map as JSON, in the format `set` reads.
+    ///
+    /// Indented, or on one line with --json. Version 0 means no map was pushed: the node then
+    /// names only itself.
+    Get,
+    /// Push a partition map from a JSON file, and print the version the node holds.
+    ///
+    /// The node refuses a map older than the one it holds, the same version with other contents
+    /// (pushing the map it holds again is a harmless retry), and a map that does not fit it:
+    /// slots overlapping or left uncovered, a route naming a node the map does not list,
+    /// another number of partitions. A --standalone node takes no map.
+    Set {
+        /// The map, as `topology get` prints it; `-` reads standard input. At most 16 MiB.
+        #[arg(value_name = "FILE.json")]
+        file: PathBuf,
     },
 }
 
@@ -281,7 +310,13 @@ impl FollowArgs {
 /// Runs one admin subcommand against the node at `addr`; Err is a one-line message for stderr.
 pub async fn run(addr: &str, args: AdminArgs) -> Result<ExitCode, String> {
     let timeout = Duration::from_millis(args.timeout_ms);
-    let mut admin = AdminClient::new(connect::channel(addr, timeout).await?);
+    // A map to push is read and checked first: a bad file needs no node to be refused.
+    let mut pushed = match &args.command {
+        AdminCmd::Topology(TopologyCmd::Set { file }) => Some(topology::read_file(file)?),
+        _ => None,
+    };
+    let channel = connect::channel(addr, timeout).await?;
+    let mut admin = AdminClient::new(channel.clone());
     let call = Call { addr };
     let json = args.json;
     let text = match args.command {
@@ -333,6 +368,35 @@ pub async fn run(addr: &str, args: AdminArgs) -> Result<ExitCode, String> {
                 force,
             };
             role_change(json, call.run(timeout, admin.drop(request)).await?)
+        }
+        AdminCmd::Topology(TopologyCmd::Get) => {
+            // The node's answer is bounded like the file `set` reads.
+            let mut kv =
+                KvClient::new(channel).max_decoding_message_size(topology::MAX_FILE_BYTES as usize);
+            let t = call
+                .run(timeout, kv.get_topology(GetTopologyRequest {}))
+                .await?;
+            let map = topology::to_json(&t);
+            if json {
+                map.to_string()
+            } else {
+                serde_json::to_string_pretty(&map).map_err(|e| format!("printing the map: {e}"))?
+            }
+        }
+        AdminCmd::Topology(TopologyCmd::Set { file }) => {
+            let map = match pushed.take() {
+                Some(map) => map,
+                None => topology::read_file(&file)?,
+            };
+            let request = SetTopologyRequest {
+                topology: Some(map),
+            };
+            let r = call.run(timeout, admin.set_topology(request)).await?;
+            if json {
+                set_topology_json(&r).to_string()
+            } else {
+                format!("topology version {}", r.version)
+            }
         }
     };
     let mut out = std::io::stdout().lock();
@@ -767,6 +831,11 @@ fn role_change_json(r: &RoleChangeResponse) -> Value {
     json!({ "partitions": partitions })
 }
 
+fn set_topology_json(r: &SetTopologyResponse) -> Value {
+    let SetTopologyResponse { version } = r;
+    json!({ "version": version })
+}
+
 fn digest_json(d: &DigestResponse) -> Value {
     let DigestResponse {
         digest,
@@ -798,6 +867,7 @@ mod tests {
     use super::*;
     use crate::{Cli, Cmd};
     use clap::Parser;
+    use std::path::Path;
 
     fn parse(args: &[&str]) -> Result<AdminCmd, clap::Error> {
         let cli = Cli::try_parse_from(["partita", "admin"].iter().chain(args))?;
@@ -1028,6 +1098,62 @@ mod tests {
                  last sync full  send buffer 64 B"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn topology_get_and_set_parse_and_set_needs_exactly_one_file() {
+        assert!(matches!(
+            parse(&["topology", "get"]),
+            Ok(AdminCmd::Topology(TopologyCmd::Get))
+        ));
+        let Ok(AdminCmd::Topology(TopologyCmd::Set { file })) =
+            parse(&["topology", "set", "map.json"])
+        else {
+            panic!("topology set did not parse");
+        };
+        assert_eq!(file, PathBuf::from("map.json"));
+        assert!(matches!(
+            parse(&["topology", "set", "-"]),
+            Ok(AdminCmd::Topology(TopologyCmd::Set { file })) if file == Path::new("-")
+        ));
+
+        // --addr, --json and --timeout-ms are global: they may follow the subcommand.
+        let cli = Cli::try_parse_from([
+            "partita",
+            "admin",
+            "topology",
+            "get",
+            "--json",
+            "--timeout-ms",
+            "10",
+            "--addr",
+            "h:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.addr, "h:1");
+        let Cmd::Admin(a) = cli.command else {
+            panic!("not admin");
+        };
+        assert!(a.json);
+        assert_eq!(a.timeout_ms, 10);
+
+        let missing = parse(&["topology", "set"]).unwrap_err();
+        assert_eq!(
+            missing.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(parse(&["topology"]).is_err());
+        assert!(parse(&["topology", "put", "map.json"]).is_err());
+        assert!(parse(&["topology", "get", "map.json"]).is_err());
+        assert!(parse(&["topology", "set", "a.json", "b.json"]).is_err());
+    }
+
+    #[test]
+    fn a_topology_push_prints_the_version_held() {
+        assert_eq!(
+            set_topology_json(&SetTopologyResponse { version: 7 }),
+            json!({"version": 7})
         );
     }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod connect;
+mod topology;
 
 use clap::{Parser, Subcommand};
 use connect::{channel, describe};
@@ -32,7 +33,8 @@ struct Cli {
 enum Cmd {
     #[command(flatten)]
     Client(ClientCmd),
-    /// Administer the node: its full status and digest, and partition role changes.
+    /// Administer the node: its full status and digest, partition role changes, and its
+    /// partition map.
     Admin(admin::AdminArgs),
 }
 

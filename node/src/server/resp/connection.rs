@@ -1,6 +1,6 @@
 //! Accepting connections and running each one: read, execute a batch, make it durable, reply.
 
-use super::cmd::{self, ConnState, Ctx, Flow};
+use super::cmd::{self, Cluster, ConnState, Ctx, Flow};
 use crate::engine::Engine;
 use crate::metrics::{self, DirectionLabel};
 use crate::server::Limits;
@@ -24,6 +24,7 @@ pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     limits: Limits,
+    cluster: Arc<Cluster>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -48,10 +49,11 @@ pub async fn serve(
                 };
                 let _ = socket.set_nodelay(true);
                 let engine = Arc::clone(&engine);
+                let cluster = Arc::clone(&cluster);
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
                     metrics::get().connections.inc();
-                    if let Err(e) = run(socket, engine, limits, shutdown).await {
+                    if let Err(e) = run(socket, engine, limits, cluster, shutdown).await {
                         tracing::debug!("RESP connection closed: {e}");
                     }
                     metrics::get().connections.dec();
@@ -113,6 +115,7 @@ async fn run(
     mut socket: TcpStream,
     engine: Arc<Engine>,
     limits: Limits,
+    cluster: Arc<Cluster>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let parser_limits = ParserLimits {
@@ -143,7 +146,14 @@ async fn run(
                 .get_or_create(&in_label)
                 .inc_by(n as u64);
         }
-        let mut ctx = Ctx::new(&engine, &mut conn, &limits, &mut out, shutdown.clone());
+        let mut ctx = Ctx::new(
+            &engine,
+            &mut conn,
+            &limits,
+            &cluster,
+            &mut out,
+            shutdown.clone(),
+        );
         stop = run_batch(&mut parser, &mut input, &mut ctx, limits.max_request_bytes).await;
         // Acknowledge only what is durable under the fsync policy.
         if let Err(e) = ctx.commit().await {

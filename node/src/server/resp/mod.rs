@@ -10,5 +10,8 @@
 pub mod cmd;
 pub mod codec;
 mod connection;
+pub mod proxy;
 
+pub use cmd::{Cluster, Redirect};
 pub use connection::serve;
+pub use proxy::Proxy;

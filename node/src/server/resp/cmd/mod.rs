@@ -7,6 +7,7 @@
 //! under `fsync=always`, waits for one shared fsync before any reply is sent.
 
 mod client;
+mod cluster;
 mod command;
 mod config;
 mod dbsize;
@@ -25,6 +26,7 @@ mod mset;
 mod persist;
 mod ping;
 mod quit;
+mod readonly;
 mod scan;
 mod select;
 mod set;
@@ -35,10 +37,14 @@ mod writeconcern;
 use crate::Error;
 use crate::engine::{Engine, Partition, now_ms};
 use crate::metrics::{self, CommandLabel};
-use crate::proto::{Command, WriteConcern};
+use crate::proto::{Command, NodeAddress, WriteConcern};
+use crate::routing::{self, Route};
 use crate::server::Limits;
 use crate::server::resp::codec::write_error;
+use crate::server::resp::proxy::{PROXY_CLIENT_NAME, Proxy};
+use crate::slot::key_slot;
 use crate::storage::KvState;
+use crate::topology::Held;
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use std::collections::VecDeque;
@@ -83,6 +89,31 @@ pub struct ConnState {
     /// The highest offset this connection wrote per partition, for WAIT. At most one entry per
     /// partition.
     pub written: std::collections::HashMap<u32, u64>,
+    /// READONLY was sent: reads of slots this node replicates are served here.
+    pub readonly: bool,
+}
+
+/// What a node does with a command for a slot another node leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirect {
+    /// Forward it to the slot's primary and pass the reply back (see [`crate::server::resp::proxy`]).
+    Proxy,
+    /// Answer `-MOVED slot host:port`, as Redis Cluster does.
+    Moved,
+}
+
+/// What the RESP front end knows of the cluster: this node, and the partition map it holds.
+pub struct Cluster {
+    /// This node.
+    pub node: NodeAddress,
+    /// The partition map, once pushed.
+    pub topology: Arc<Held>,
+    /// A standalone node leads every partition and answers as Redis without cluster support.
+    pub standalone: bool,
+    /// Proxy or redirect commands for other nodes' slots.
+    pub redirect: Redirect,
+    /// Connections to other nodes, for proxying.
+    pub proxy: Proxy,
 }
 
 impl ConnState {
@@ -96,6 +127,7 @@ impl ConnState {
             concern: WriteConcern::One,
             concern_timeout: std::time::Duration::from_secs(5),
             written: std::collections::HashMap::new(),
+            readonly: false,
         }
     }
 
@@ -126,6 +158,8 @@ pub struct Ctx<'a> {
     pub conn: &'a mut ConnState,
     /// Limits to enforce.
     pub limits: &'a Limits,
+    /// The cluster this node is part of.
+    pub cluster: &'a Cluster,
     /// Replies, in command order.
     pub out: &'a mut BytesMut,
     /// Turns true when the node shuts down; blocking commands give up then.
@@ -143,6 +177,7 @@ impl<'a> Ctx<'a> {
         engine: &'a Arc<Engine>,
         conn: &'a mut ConnState,
         limits: &'a Limits,
+        cluster: &'a Cluster,
         out: &'a mut BytesMut,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -150,6 +185,7 @@ impl<'a> Ctx<'a> {
             engine,
             conn,
             limits,
+            cluster,
             out,
             shutdown,
             written: Vec::new(),
@@ -372,6 +408,7 @@ const A: &[&str] = &["fast"];
 /// Every command this node serves.
 pub const COMMANDS: &[Spec] = &[
     spec("client", -2, A, (0, 0, 0)),
+    spec("cluster", -2, A, (0, 0, 0)),
     spec("command", -1, A, (0, 0, 0)),
     spec("config", -2, A, (0, 0, 0)),
     spec("dbsize", 1, R, (0, 0, 0)),
@@ -398,6 +435,8 @@ pub const COMMANDS: &[Spec] = &[
     spec("ping", -1, A, (0, 0, 0)),
     spec("pttl", 2, R, (1, 1, 1)),
     spec("quit", -1, A, (0, 0, 0)),
+    spec("readonly", 1, A, (0, 0, 0)),
+    spec("readwrite", 1, A, (0, 0, 0)),
     spec("scan", -2, &["readonly"], (0, 0, 0)),
     spec("select", 2, A, (0, 0, 0)),
     spec("set", -3, W, (1, 1, 1)),
@@ -462,9 +501,18 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
         return Flow::Continue;
     }
     ctx.counts[index].0 += 1;
+    if let Some(route) = misrouted(spec, &args, ctx) {
+        let before = ctx.out.len();
+        refuse_or_forward(route, &args, ctx).await;
+        if ctx.out.get(before) == Some(&b'-') {
+            ctx.counts[index].1 += 1;
+        }
+        return Flow::Continue;
+    }
     let before = ctx.out.len();
     let flow = match spec.name {
         "client" => client::run(&args, ctx),
+        "cluster" => cluster::run(&args, ctx),
         "command" => command::run(&args, ctx),
         "config" => config::run(&args, ctx),
         "dbsize" => dbsize::run(&args, ctx),
@@ -484,6 +532,7 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
         "ping" => ping::run(&args, ctx),
         "pttl" | "ttl" => ttl::run(spec.name, &args, ctx),
         "quit" => quit::run(&args, ctx),
+        "readonly" | "readwrite" => readonly::run(spec.name, &args, ctx),
         "scan" => scan::run(&args, ctx),
         "select" => select::run(&args, ctx),
         "set" => set::run(&args, ctx),
@@ -507,6 +556,69 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
         ctx.counts[index].1 += 1;
     }
     flow
+}
+
+/// The hash slots of a command's keys, at the positions its spec names.
+fn key_slots(spec: &Spec, args: &[Bytes]) -> Vec<u16> {
+    if spec.first_key <= 0 {
+        return Vec::new();
+    }
+    let last = if spec.last_key < 0 {
+        args.len() as i32 + spec.last_key
+    } else {
+        spec.last_key
+    };
+    (spec.first_key..=last)
+        .step_by(spec.step.max(1) as usize)
+        .filter_map(|i| args.get(i as usize))
+        .map(|k| key_slot(k))
+        .collect()
+}
+
+/// Where a command goes when this node must not serve it under the partition map it holds.
+fn misrouted(spec: &Spec, args: &[Bytes], ctx: &Ctx<'_>) -> Option<Route> {
+    if ctx.cluster.standalone || spec.first_key <= 0 {
+        return None;
+    }
+    let map = ctx.cluster.topology.get()?;
+    let slots = key_slots(spec, args);
+    let write = spec.flags.contains(&"write");
+    match routing::route(
+        Some(&map),
+        &ctx.engine.slots(),
+        &ctx.cluster.node.node_id,
+        &slots,
+        write,
+        ctx.conn.readonly,
+    ) {
+        Route::Here => None,
+        other => Some(other),
+    }
+}
+
+/// Forwards a command for another node's slot (proxy mode, unless it came from a proxy), or
+/// writes the error a Redis Cluster client acts on: `-MOVED slot host:port`, `-CROSSSLOT`, or
+/// `-CLUSTERDOWN`.
+async fn refuse_or_forward(route: Route, args: &[Bytes], ctx: &mut Ctx<'_>) {
+    let from_proxy = ctx.conn.name.as_deref() == Some(PROXY_CLIENT_NAME);
+    let message = match route {
+        Route::Here => return,
+        Route::Moved { slot, addr } => {
+            if ctx.cluster.redirect == Redirect::Proxy && !from_proxy {
+                match ctx.cluster.proxy.forward(&addr, args, ctx.out).await {
+                    Ok(()) => return,
+                    Err(why) => format!("ERR forwarding to {addr} (slot {slot}) failed: {why}"),
+                }
+            } else {
+                format!("MOVED {slot} {addr}")
+            }
+        }
+        Route::CrossSlot => "CROSSSLOT Keys in request don't hash to the same slot".into(),
+        Route::Down { slot } => {
+            format!("CLUSTERDOWN Hash slot {slot} is not served: its partition has no primary")
+        }
+    };
+    write_error(ctx.out, message);
 }
 
 fn count_error(command: &str) {

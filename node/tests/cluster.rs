@@ -1,0 +1,335 @@
+//! Three real nodes with partitions spread over all three and a pushed partition map, reached
+//! with the tools users already have:
+//! - `redis-cli -c` follows `-MOVED` to read and write keys of every partition through any node;
+//! - plain `redis-cli` does the same through any node of a proxying cluster (the default);
+//! - `redis-benchmark --cluster` finds every slot's primary from CLUSTER NODES and runs clean;
+//! - after a manual promote and a new map, a `-c` client recovers by itself.
+//!
+//! Every key is checked on its partition's primary directly, so "it worked" means "it landed
+//! where the map says".
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking, with a message saying what broke"
+)]
+
+mod common;
+
+use common::cluster::{Member, ids, wait_in_sync_on};
+use common::{Reply, tool, wait_until};
+use partita_node::proto::{PartitionRoute, Topology};
+use partita_node::slot::{SlotMap, key_slot};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const PARTITIONS: u32 = 6;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Nodes a, b, c; partition p led by node p % 3 with the other two as replicas, epoch 1.
+struct Three {
+    members: Vec<Member>,
+    slots: SlotMap,
+    primaries: Vec<usize>,
+    version: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Three {
+    fn start(flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = vec!["--partitions", "6"];
+        all.extend_from_slice(flags);
+        let members: Vec<Member> = ["a", "b", "c"]
+            .iter()
+            .map(|id| Member::start(dir.path(), id, &all))
+            .collect();
+        let mut three = Self {
+            members,
+            slots: SlotMap::new(PARTITIONS).unwrap(),
+            primaries: (0..PARTITIONS as usize).map(|p| p % 3).collect(),
+            version: 0,
+            _dir: dir,
+        };
+        for p in 0..PARTITIONS {
+            three.lead(p, three.primaries[p as usize], 1);
+        }
+        three.push();
+        three
+    }
+
+    fn others(&self, n: usize) -> Vec<usize> {
+        (0..3).filter(|i| *i != n).collect()
+    }
+
+    /// Makes node `n` primary of partition `p` at `epoch`, the others its replicas.
+    fn lead(&mut self, p: u32, n: usize, epoch: u64) {
+        self.primaries[p as usize] = n;
+        let replicas: Vec<&str> = self
+            .others(n)
+            .iter()
+            .map(|i| self.members[*i].id.as_str())
+            .collect();
+        self.members[n]
+            .admin()
+            .assign_primary(ids(&[p]), epoch, &replicas, 3)
+            .unwrap();
+        for r in self.others(n) {
+            self.members[r]
+                .admin()
+                .assign_replica(ids(&[p]), epoch, self.members[n].address())
+                .unwrap();
+        }
+    }
+
+    /// Pushes the next version of the map to every node.
+    fn push(&mut self) {
+        self.version += 1;
+        let routes = (0..PARTITIONS)
+            .map(|p| {
+                let (start, end) = self.slots.slot_range(p).unwrap();
+                let n = self.primaries[p as usize];
+                PartitionRoute {
+                    partition: p,
+                    slot_start: start.into(),
+                    slot_end: end.into(),
+                    primary: self.members[n].id.clone(),
+                    replicas: self
+                        .others(n)
+                        .iter()
+                        .map(|i| self.members[*i].id.clone())
+                        .collect(),
+                    epoch: 1,
+                }
+            })
+            .collect();
+        let topology = Topology {
+            version: self.version,
+            partitions: PARTITIONS,
+            nodes: self.members.iter().map(Member::address).collect(),
+            routes,
+        };
+        for m in &self.members {
+            assert_eq!(
+                m.admin().set_topology(topology.clone()).unwrap(),
+                self.version
+            );
+        }
+    }
+
+    /// The member leading `key`'s partition.
+    fn primary_of(&self, key: &str) -> &Member {
+        let p = self.slots.partition_of_slot(key_slot(key.as_bytes()));
+        &self.members[self.primaries[p as usize]]
+    }
+
+    fn port(&self, n: usize) -> String {
+        self.members[n].node().resp.port().to_string()
+    }
+}
+
+/// Runs redis-cli with `args`, feeding `input` (one command per line) on stdin; its replies,
+/// without the "-> Redirected to slot" notes `-c` prints.
+fn redis_cli(port: &str, args: &[&str], input: &str) -> String {
+    let mut child = Command::new(tool("redis-cli"))
+        .args(["-h", "127.0.0.1", "-p", port])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-> Redirected to slot"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Keys of every partition: `per` keys per partition, named after `prefix`.
+fn keys(three: &Three, prefix: &str, per: usize) -> Vec<String> {
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); PARTITIONS as usize];
+    let mut i = 0;
+    while found.iter().any(|f| f.len() < per) {
+        let key = format!("{prefix}:{i}");
+        let p = three.slots.partition_of_slot(key_slot(key.as_bytes())) as usize;
+        if found[p].len() < per {
+            found[p].push(key);
+        }
+        i += 1;
+    }
+    found.into_iter().flatten().collect()
+}
+
+/// Each key holds `value(key)` on its partition's primary, read directly.
+fn assert_on_primaries(three: &Three, keys: &[String], value: impl Fn(&str) -> String) {
+    for key in keys {
+        let primary = three.primary_of(key);
+        let got = primary.client().cmd(&["GET", key]);
+        assert_eq!(
+            got,
+            Reply::Bulk(Some(value(key).into_bytes())),
+            "{key} on its primary {}",
+            primary.id
+        );
+    }
+}
+
+/// Through each node in turn, redis-cli (with `args`) sets every key, then reads them all back
+/// through another node; each key must be on its partition's primary.
+fn every_key_through_every_node(three: &Three, keys: &[String], args: &[&str]) {
+    for n in 0..3 {
+        let value = |k: &str| format!("{k}-via-{n}");
+        let input: String = keys
+            .iter()
+            .map(|k| format!("SET {k} {}\n", value(k)))
+            .collect();
+        let out = redis_cli(&three.port(n), args, &input);
+        assert_eq!(
+            out.lines().filter(|l| *l == "OK").count(),
+            keys.len(),
+            "{out}"
+        );
+        assert_on_primaries(three, keys, value);
+        let input: String = keys.iter().map(|k| format!("GET {k}\n")).collect();
+        let out = redis_cli(&three.port((n + 1) % 3), args, &input);
+        let want: Vec<String> = keys.iter().map(|k| value(k)).collect();
+        assert_eq!(out.lines().collect::<Vec<_>>(), want);
+    }
+}
+
+#[test]
+fn redis_cli_in_cluster_mode_writes_and_reads_every_partition_through_every_node() {
+    let three = Three::start(&["--redirect", "moved"]);
+    every_key_through_every_node(&three, &keys(&three, "cli", 4), &["-c"]);
+}
+
+#[test]
+fn moved_mode_redirects_refuses_cross_slot_and_lets_readonly_connections_read_replicas() {
+    let three = Three::start(&["--redirect", "moved"]);
+    let key = keys(&three, "m", 1).remove(0);
+    let primary = three.primary_of(&key);
+    let other = three.members.iter().find(|m| m.id != primary.id).unwrap();
+    let mut c = other.client();
+    let slot = key_slot(key.as_bytes());
+    assert_eq!(
+        c.cmd(&["SET", &key, "v"]),
+        Reply::Error(format!("MOVED {slot} {}", primary.node().resp))
+    );
+    assert_eq!(
+        primary.client().cmd(&["SET", &key, "v"]),
+        Reply::Simple("OK".into())
+    );
+    let Reply::Error(e) = c.cmd(&["MSET", "{a}x", "1", "{b}y", "2"]) else {
+        panic!("MSET across slots was accepted")
+    };
+    assert!(e.starts_with("CROSSSLOT"), "{e}");
+    assert_eq!(c.cmd(&["READONLY"]), Reply::Simple("OK".into()));
+    wait_until(DEADLINE, "the replica to apply the write", || {
+        c.cmd(&["GET", &key]) == Reply::Bulk(Some(b"v".to_vec()))
+    });
+    let Reply::Error(e) = c.cmd(&["SET", &key, "w"]) else {
+        panic!("a READONLY connection wrote on a replica")
+    };
+    assert!(e.starts_with("MOVED"), "{e}");
+    assert_eq!(
+        c.cmd(&["CLUSTER", "KEYSLOT", &key]),
+        Reply::Int(i64::from(slot))
+    );
+    assert_eq!(
+        c.cmd(&["CLUSTER", "MYID"]),
+        Reply::Bulk(Some(other.id.clone().into_bytes()))
+    );
+    let info = c.cmd(&["CLUSTER", "INFO"]).text();
+    assert!(
+        info.contains("cluster_state:ok") && info.contains("cluster_topology_version:1"),
+        "{info}"
+    );
+}
+
+#[test]
+fn plain_redis_cli_reaches_every_key_through_any_node_of_a_proxying_cluster() {
+    let three = Three::start(&[]);
+    every_key_through_every_node(&three, &keys(&three, "proxy", 3), &[]);
+}
+
+#[test]
+fn redis_benchmark_in_cluster_mode_completes_without_errors() {
+    let three = Three::start(&[]);
+    let out = Command::new(tool("redis-benchmark"))
+        .args(["--cluster", "-h", "127.0.0.1", "-p", &three.port(1)])
+        .args([
+            "-t", "set,get", "-n", "6000", "-r", "1000", "-c", "6", "-d", "32",
+        ])
+        .args(["--csv"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "redis-benchmark --cluster: {out:?}");
+    assert!(
+        !stdout.contains("Error") && !stderr.contains("Error") && !stdout.contains("MOVED"),
+        "{stdout}\n{stderr}"
+    );
+    for test in ["\"SET\"", "\"GET\""] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(test)),
+            "no {test} result:\n{stdout}\n{stderr}"
+        );
+    }
+    // The keys it wrote are on the partitions' primaries, spread over all three nodes.
+    for m in &three.members {
+        let Reply::Int(keys) = m.client().cmd(&["DBSIZE"]) else {
+            panic!("DBSIZE")
+        };
+        assert!(keys > 0, "{} holds no keys", m.id);
+    }
+}
+
+#[test]
+fn a_cluster_client_recovers_by_itself_after_a_promote_and_a_new_map() {
+    let mut three = Three::start(&["--redirect", "moved"]);
+    let keys = keys(&three, "move", 2);
+    let input: String = keys.iter().map(|k| format!("SET {k} before\n")).collect();
+    redis_cli(&three.port(0), &["-c"], &input);
+    // Partition 0 moves from a to b: b is promoted at epoch 2, a and c follow it.
+    let ids_of: Vec<String> = three.members.iter().map(|m| m.id.clone()).collect();
+    wait_in_sync_on(
+        &three.members[0],
+        Some(&[0]),
+        &[&ids_of[1], &ids_of[2]],
+        DEADLINE,
+    );
+    three.members[1]
+        .admin()
+        .promote(ids(&[0]), 2, &[&ids_of[0], &ids_of[2]], 3)
+        .unwrap();
+    for n in [0, 2] {
+        three.members[n]
+            .admin()
+            .follow(ids(&[0]), 2, three.members[1].address())
+            .unwrap();
+    }
+    three.primaries[0] = 1;
+    three.push();
+    // A client that learned the old map from node c follows the redirects to the new primary.
+    let input: String = keys.iter().map(|k| format!("SET {k} after\n")).collect();
+    let out = redis_cli(&three.port(2), &["-c"], &input);
+    assert_eq!(
+        out.lines().filter(|l| *l == "OK").count(),
+        keys.len(),
+        "{out}"
+    );
+    assert_on_primaries(&three, &keys, |_| "after".to_string());
+}

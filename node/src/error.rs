@@ -104,6 +104,26 @@ pub enum Error {
         /// The flag or setting that controls it.
         setting: &'static str,
     },
+    /// The client could not use a cluster as asked (no seed, no answer in its attempts).
+    #[error("{reason}")]
+    Client {
+        /// Why.
+        reason: String,
+    },
+
+    /// The client could not reach a node.
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable {
+        /// The node's gRPC address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A node refused a client's request; the status carries the node's ErrorInfo.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Call(Box<tonic::Status>),
+
     /// A topology push was refused: older than the map held, or inconsistent.
     #[error("topology refused: {reason}")]
     BadTopology {

@@ -4,6 +4,7 @@
 //! - [`replication`]: roles, epochs, and the primary/replica streams;
 //! - [`server`]: the gRPC and RESP front ends; [`proto`]: the wire contract.
 
+pub mod client;
 pub mod engine;
 pub mod error;
 pub mod glob;

@@ -19,10 +19,14 @@ mod common;
 
 use common::cluster::{Member, ids, wait_in_sync_on};
 use common::{Reply, tool, wait_until};
-use partita_node::proto::{PartitionRoute, Topology};
+use partita_node::client::{Client, Config};
+use partita_node::proto::{
+    GetRequest, PartitionRoute, PutRequest, ReadOptions, ReadPreference, Topology,
+};
 use partita_node::slot::{SlotMap, key_slot};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 const PARTITIONS: u32 = 6;
@@ -87,6 +91,11 @@ impl Three {
     /// Pushes the next version of the map to every node.
     fn push(&mut self) {
         self.version += 1;
+        self.push_to(&[0, 1, 2]);
+    }
+
+    /// Pushes the current version of the map to the nodes `to`.
+    fn push_to(&self, to: &[usize]) {
         let routes = (0..PARTITIONS)
             .map(|p| {
                 let (start, end) = self.slots.slot_range(p).unwrap();
@@ -111,9 +120,12 @@ impl Three {
             nodes: self.members.iter().map(Member::address).collect(),
             routes,
         };
-        for m in &self.members {
+        for n in to {
             assert_eq!(
-                m.admin().set_topology(topology.clone()).unwrap(),
+                self.members[*n]
+                    .admin()
+                    .set_topology(topology.clone())
+                    .unwrap(),
                 self.version
             );
         }
@@ -332,4 +344,197 @@ fn a_cluster_client_recovers_by_itself_after_a_promote_and_a_new_map() {
         "{out}"
     );
     assert_on_primaries(&three, &keys, |_| "after".to_string());
+}
+
+/// A runtime for the async client; the cluster helpers block on their own runtimes, so they are
+/// called outside it.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..PutRequest::default()
+    }
+}
+
+#[test]
+fn the_rust_client_writes_ten_thousand_keys_each_straight_to_its_partitions_primary() {
+    let three = Three::start(&[]);
+    let seed = three.members[2].node().grpc.to_string();
+    let rt = runtime();
+    let client = Arc::new(rt.block_on(Client::connect(Config::new([seed]))).unwrap());
+    assert_eq!(client.topology().unwrap().version, 1);
+    let keys: Vec<String> = (0..10_000).map(|i| format!("rust:{i}")).collect();
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in keys.chunks(625) {
+            let client = Arc::clone(&client);
+            let chunk = chunk.to_vec();
+            tasks.spawn(async move {
+                for key in chunk {
+                    let r = client.put(put(&key, &format!("{key}!"))).await.unwrap();
+                    assert!(r.applied, "{key}");
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    });
+    // Every request went to the right node the first time.
+    assert_eq!(client.redirects(), 0);
+    let sample: Vec<String> = keys.iter().step_by(97).cloned().collect();
+    assert_on_primaries(&three, &sample, |k| format!("{k}!"));
+    // Reads that allow any copy are served by a replica the map names.
+    let key = &keys[0];
+    let got = rt
+        .block_on(client.get(GetRequest {
+            key: key.as_bytes().to_vec(),
+            read: Some(ReadOptions {
+                preference: ReadPreference::Any as i32,
+                max_lag_ms: 0,
+            }),
+        }))
+        .unwrap();
+    let served_by = got.info.unwrap().node_id;
+    assert_ne!(served_by, three.primary_of(key).id, "a replica served it");
+}
+
+#[test]
+fn a_rust_client_holding_an_old_map_recovers_within_two_redirects() {
+    let mut three = Three::start(&[]);
+    let seed = three.members[0].node().grpc.to_string();
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(Config::new([seed]))).unwrap();
+    let key = keys(&three, "old", 1).remove(0);
+    rt.block_on(client.put(put(&key, "before"))).unwrap();
+    let p = three.slots.partition_of_slot(key_slot(key.as_bytes()));
+    let from = three.primaries[p as usize];
+    let to = (from + 1) % 3;
+    let ids_of: Vec<String> = three.members.iter().map(|m| m.id.clone()).collect();
+    let followers: Vec<&str> = three
+        .others(to)
+        .iter()
+        .map(|i| ids_of[*i].as_str())
+        .collect();
+    wait_in_sync_on(
+        &three.members[from],
+        Some(&[p]),
+        &three
+            .others(from)
+            .iter()
+            .map(|i| ids_of[*i].as_str())
+            .collect::<Vec<_>>(),
+        DEADLINE,
+    );
+    three.members[to]
+        .admin()
+        .promote(ids(&[p]), 2, &followers, 3)
+        .unwrap();
+    for n in three.others(to) {
+        three.members[n]
+            .admin()
+            .follow(ids(&[p]), 2, three.members[to].address())
+            .unwrap();
+    }
+    three.primaries[p as usize] = to;
+    three.push();
+
+    let before = client.redirects();
+    let r = rt.block_on(client.put(put(&key, "after"))).unwrap();
+    assert!(r.applied);
+    let followed = client.redirects() - before;
+    assert!((1..=2).contains(&followed), "{followed} redirects");
+    assert_eq!(client.topology().unwrap().version, 2, "it read the new map");
+    assert_on_primaries(&three, std::slice::from_ref(&key), |_| "after".into());
+    // The next request goes straight to the new primary.
+    rt.block_on(client.put(put(&key, "again"))).unwrap();
+    assert_eq!(client.redirects() - before, followed);
+}
+
+/// Runs the `partita` CLI against `addr`; its exit success and stdout.
+fn partita(addr: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_partita"))
+        .args(["--addr", addr])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn the_partita_cli_reaches_every_partition_through_any_node() {
+    let three = Three::start(&["--redirect", "moved"]);
+    let keys = keys(&three, "cli-grpc", 1);
+    let through = three.members[0].node().grpc.to_string();
+    for key in &keys {
+        let (ok, out) = partita(&through, &["put", key, &format!("{key}=v")]);
+        assert!(ok && out.starts_with("OK partition="), "{out}");
+    }
+    assert_on_primaries(&three, &keys, |k| format!("{k}=v"));
+    let other = three.members[1].node().grpc.to_string();
+    for key in &keys {
+        assert_eq!(partita(&other, &["get", key]), (true, format!("{key}=v\n")));
+    }
+    let (ok, out) = partita(&other, &["scan", "--match", "cli-grpc:*"]);
+    assert!(ok);
+    let mut listed: Vec<&str> = out.lines().collect();
+    listed.sort_unstable();
+    let mut want: Vec<&str> = keys.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(listed, want, "scan visits every partition's primary");
+}
+
+#[test]
+fn a_proxied_command_makes_one_hop_at_most_even_when_maps_disagree() {
+    let mut three = Three::start(&[]);
+    let key = keys(&three, "hop", 1).remove(0);
+    let p = three.slots.partition_of_slot(key_slot(key.as_bytes())) as usize;
+    let (a, b) = (three.primaries[p], (three.primaries[p] + 1) % 3);
+    // Node a is told b leads the partition, and b is told a does.
+    three.version += 1;
+    three.primaries[p] = b;
+    three.push_to(&[a]);
+    three.primaries[p] = a;
+    three.push_to(&[b]);
+    let reply = three.members[a].client().cmd(&["SET", &key, "v"]);
+    let slot = key_slot(key.as_bytes());
+    assert_eq!(
+        reply,
+        Reply::Error(format!("MOVED {slot} {}", three.members[a].node().resp)),
+        "b answered the proxied command with MOVED instead of sending it back"
+    );
+}
+
+#[test]
+fn grpc_calls_to_the_wrong_node_are_refused_with_where_to_go() {
+    use partita_node::proto::kv_client::KvClient;
+    use partita_node::proto::{ErrorCode, ErrorInfo};
+    use prost::Message;
+    let three = Three::start(&[]);
+    let key = keys(&three, "grpc", 1).remove(0);
+    let primary = three.primary_of(&key);
+    let other = three.members.iter().find(|m| m.id != primary.id).unwrap();
+    let rt = runtime();
+    let status = rt
+        .block_on(async {
+            let mut kv = KvClient::connect(format!("http://{}", other.node().grpc))
+                .await
+                .unwrap();
+            kv.put(put(&key, "v")).await
+        })
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    let info = ErrorInfo::decode(status.details()).unwrap();
+    assert_eq!(info.code, ErrorCode::Moved as i32);
+    assert_eq!(info.primary.unwrap(), primary.address());
+    assert_eq!(info.slot, u32::from(key_slot(key.as_bytes())));
+    assert_eq!(info.topology_version, 1);
 }

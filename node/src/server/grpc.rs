@@ -198,6 +198,65 @@ impl Service {
 
     /// Checks that `p` may serve a read with `opts`: the primary always; another copy only
     /// with READ_PREFERENCE_ANY and within the lag bound.
+    /// Refuses a request for partition `p` that the partition map sends elsewhere: `MOVED` with
+    /// the primary's address, the key's slot and the map's version, so a client can go there and
+    /// refresh its map. A read that allows any copy is served by a replica the map names. Without
+    /// a map (a standalone node, or one not yet told), the roles alone decide.
+    fn check_route(
+        &self,
+        p: &Partition,
+        key: Option<&[u8]>,
+        write: bool,
+        read: Option<&ReadOptions>,
+    ) -> Result<(), Status> {
+        if self.standalone() {
+            return Ok(());
+        }
+        let Some(map) = self.topology.get() else {
+            return Ok(());
+        };
+        let here = &self.node.node_id;
+        let Some(route) = map.route(p.id()) else {
+            return Ok(());
+        };
+        let any = read.is_some_and(|o| o.preference == ReadPreference::Any as i32);
+        if route.primary == *here || (!write && any && route.replicas.contains(here)) {
+            return Ok(());
+        }
+        let slot = key.map_or(route.slot_start, |k| u32::from(crate::slot::key_slot(k)));
+        let info = ErrorInfo {
+            partition: p.id(),
+            epoch: route.epoch,
+            slot,
+            topology_version: map.version(),
+            ..Default::default()
+        };
+        Err(match map.primary(p.id()) {
+            Some(primary) => error(
+                tonic::Code::FailedPrecondition,
+                format!(
+                    "partition {} (slot {slot}) is led by {} at {}",
+                    p.id(),
+                    primary.node_id,
+                    primary.grpc_addr
+                ),
+                ErrorInfo {
+                    code: ErrorCode::Moved as i32,
+                    primary: Some(primary.clone()),
+                    ..info
+                },
+            ),
+            None => error(
+                tonic::Code::Unavailable,
+                format!("partition {} has no primary in the partition map", p.id()),
+                ErrorInfo {
+                    code: ErrorCode::NotPrimary as i32,
+                    ..info
+                },
+            ),
+        })
+    }
+
     fn check_read(&self, p: &Partition, opts: Option<&ReadOptions>) -> Result<(), Status> {
         let role = p.role();
         if matches!(role.role, Role::Primary(_)) {
@@ -536,6 +595,7 @@ impl Kv for Service {
         let req = req.into_inner();
         self.check_key(&req.key)?;
         let p = self.engine.partition_of(&req.key);
+        self.check_route(p, Some(&req.key), false, req.read.as_ref())?;
         self.check_read(p, req.read.as_ref())?;
         let now = now_ms();
         let (item, ttl) = p.read(|s| (s.get(&req.key, now).cloned(), s.ttl(&req.key, now)));
@@ -578,6 +638,7 @@ impl Kv for Service {
             SetExpiry::Clear
         };
         let p = Arc::clone(self.engine.partition_of(&req.key));
+        self.check_route(&p, Some(&req.key), true, None)?;
         let key = Bytes::from(req.key);
         let value = Bytes::from(req.value);
         let (applied, offset) = p
@@ -597,6 +658,7 @@ impl Kv for Service {
         let req = req.into_inner();
         self.check_key(&req.key)?;
         let p = Arc::clone(self.engine.partition_of(&req.key));
+        self.check_route(&p, Some(&req.key), true, None)?;
         let now = now_ms();
         let (existed, offset) = p
             .write(now, |s| s.decide_delete(&req.key, now))
@@ -614,6 +676,7 @@ impl Kv for Service {
         let p = p
             .first()
             .ok_or_else(|| Status::not_found("no such partition"))?;
+        self.check_route(p, None, false, req.read.as_ref())?;
         self.check_read(p, req.read.as_ref())?;
         let limit = match req.limit {
             0 => 100,
@@ -694,6 +757,8 @@ impl Kv for Service {
             .first()
             .cloned()
             .ok_or_else(|| Status::not_found("no partition"))?;
+        let first_key = req.ops.first().and_then(key_of);
+        self.check_route(&p, first_key.as_deref(), true, None)?;
         let now = now_ms();
         let ops = req.ops;
         let write = req.write;

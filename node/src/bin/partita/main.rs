@@ -7,7 +7,7 @@ mod topology;
 
 use clap::{Parser, Subcommand};
 use connect::{channel, describe};
-use partita_node::proto::kv_client::KvClient;
+use partita_node::client::{Client, Config};
 use partita_node::proto::{admin_client::AdminClient, *};
 use std::io::Write;
 use std::process::ExitCode;
@@ -123,9 +123,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
 
 #[allow(clippy::print_stdout, reason = "a CLI prints its results")]
 async fn client(addr: &str, command: ClientCmd) -> Result<ExitCode, String> {
-    let ch = channel(addr, Duration::from_secs(5)).await?;
-    let mut kv = KvClient::new(ch.clone());
-    let mut admin = AdminClient::new(ch);
+    if let ClientCmd::Status { json } = command {
+        return status(addr, json).await;
+    }
+    // Keys go straight to their partition's primary, wherever it is; `addr` is where the
+    // partition map is read first.
+    let mut config = Config::new([addr]);
+    config.connect_timeout = Duration::from_secs(5);
+    let kv = Client::connect(config).await.map_err(|e| explain(&e))?;
     let mut out = std::io::stdout().lock();
     match command {
         ClientCmd::Get { key } => {
@@ -135,8 +140,7 @@ async fn client(addr: &str, command: ClientCmd) -> Result<ExitCode, String> {
                     read: None,
                 })
                 .await
-                .map_err(|s| describe(&s))?
-                .into_inner();
+                .map_err(|e| explain(&e))?;
             if !r.found {
                 eprintln!("(not found)");
                 return Ok(ExitCode::from(1));
@@ -178,8 +182,7 @@ async fn client(addr: &str, command: ClientCmd) -> Result<ExitCode, String> {
                     }),
                 })
                 .await
-                .map_err(|s| describe(&s))?
-                .into_inner();
+                .map_err(|e| explain(&e))?;
             match r.ack {
                 Some(a) if r.applied => println!(
                     "OK partition={} epoch={} offset={} acked={}/{}",
@@ -198,8 +201,7 @@ async fn client(addr: &str, command: ClientCmd) -> Result<ExitCode, String> {
                     write: None,
                 })
                 .await
-                .map_err(|s| describe(&s))?
-                .into_inner();
+                .map_err(|e| explain(&e))?;
             println!("{}", if r.existed { "deleted" } else { "(not found)" });
         }
         ClientCmd::Scan {
@@ -210,14 +212,7 @@ async fn client(addr: &str, command: ClientCmd) -> Result<ExitCode, String> {
         } => {
             let partitions = match partition {
                 Some(p) => vec![p],
-                None => {
-                    let s = admin
-                        .status(StatusRequest { partitions: None })
-                        .await
-                        .map_err(|s| describe(&s))?
-                        .into_inner();
-                    (0..s.partitions_total).collect()
-                }
+                None => (0..kv.partitions()).collect(),
             };
             let mut printed = 0;
             'all: for p in partitions {
@@ -234,8 +229,7 @@ async fn client(addr: &str, command: ClientCmd) -> Result<ExitCode, String> {
                             read: None,
                         })
                         .await
-                        .map_err(|s| describe(&s))?
-                        .into_inner();
+                        .map_err(|e| explain(&e))?;
                     for e in page.entries {
                         let key = String::from_utf8_lossy(&e.key);
                         if values {
@@ -255,39 +249,53 @@ async fn client(addr: &str, command: ClientCmd) -> Result<ExitCode, String> {
                 }
             }
         }
-        ClientCmd::Status { json } => {
-            let s = admin
-                .status(StatusRequest { partitions: None })
-                .await
-                .map_err(|s| describe(&s))?
-                .into_inner();
-            if json {
-                println!("{}", status_json(&s));
-            } else {
-                let node = s.node.clone().unwrap_or_default();
-                println!(
-                    "node {} version {} ready={} standalone={} fsync={} partitions={}",
-                    node.node_id, s.version, s.ready, s.standalone, s.fsync, s.partitions_total
-                );
-                println!(
-                    "{:>9}  {:<8} {:>6} {:>12} {:>12} {:>10}",
-                    "PARTITION", "ROLE", "EPOCH", "OFFSET", "SNAPSHOT", "KEYS"
-                );
-                for p in &s.partitions {
-                    println!(
-                        "{:>9}  {:<8} {:>6} {:>12} {:>12} {:>10}",
-                        p.partition,
-                        role_name(p.role),
-                        p.epoch,
-                        p.last.as_ref().map_or(0, |l| l.offset),
-                        p.snapshot_offset,
-                        p.keys
-                    );
-                }
-            }
+        ClientCmd::Status { json } => return status(addr, json).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `partita status`: the state of the node at `addr` itself.
+#[allow(clippy::print_stdout, reason = "a CLI prints its results")]
+async fn status(addr: &str, json: bool) -> Result<ExitCode, String> {
+    let mut admin = AdminClient::new(channel(addr, Duration::from_secs(5)).await?);
+    let s = admin
+        .status(StatusRequest { partitions: None })
+        .await
+        .map_err(|s| describe(&s))?
+        .into_inner();
+    if json {
+        println!("{}", status_json(&s));
+    } else {
+        let node = s.node.clone().unwrap_or_default();
+        println!(
+            "node {} version {} ready={} standalone={} fsync={} partitions={}",
+            node.node_id, s.version, s.ready, s.standalone, s.fsync, s.partitions_total
+        );
+        println!(
+            "{:>9}  {:<8} {:>6} {:>12} {:>12} {:>10}",
+            "PARTITION", "ROLE", "EPOCH", "OFFSET", "SNAPSHOT", "KEYS"
+        );
+        for p in &s.partitions {
+            println!(
+                "{:>9}  {:<8} {:>6} {:>12} {:>12} {:>10}",
+                p.partition,
+                role_name(p.role),
+                p.epoch,
+                p.last.as_ref().map_or(0, |l| l.offset),
+                p.snapshot_offset,
+                p.keys
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line for a failed client call: the node's ErrorInfo when it sent one.
+fn explain(e: &partita_node::Error) -> String {
+    match e {
+        partita_node::Error::Call(status) => describe(status),
+        other => other.to_string(),
+    }
 }
 
 fn role_name(role: i32) -> &'static str {

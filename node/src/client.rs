@@ -8,10 +8,17 @@
 //! recovers by itself.
 //!
 //! Everything is bounded:
-//! - a request is tried at most [`Config::max_attempts`] times, and redirects count too;
+//! - a request is tried at most [`Config::max_attempts`] times, and redirects count too, with
+//!   exponential backoff between tries (so a few tries span a failover);
 //! - connecting and each call have time limits;
 //! - a request whose outcome is unknown (the connection broke after it was sent) is retried
-//!   only when it is idempotent (reads, and puts and deletes without a condition).
+//!   only when it is idempotent (reads, and puts and deletes without a condition);
+//! - a request the node refused without applying it (`NOT_ENOUGH_IN_SYNC`) is retried; any
+//!   other refusal is returned at once, and when the tries run out the last error is returned.
+//!
+//! A node without a pushed map (a standalone node, or a cluster not yet told) answers with a
+//! map of version 0 that vouches only for itself. The client then sends everything to the
+//! address it was given, and follows `NOT_PRIMARY` answers to the primary they name.
 //!
 //! The `partita` CLI uses this client.
 
@@ -65,12 +72,15 @@ struct Cache {
     moved: HashMap<u32, NodeAddress>,
     /// Open channels, by gRPC address.
     channels: HashMap<String, Channel>,
+    /// The address that answered the last refresh: where requests go while the map is version 0.
+    origin: Option<String>,
 }
 
 /// Where one try of a request went wrong, and what to do about it.
 enum Next {
-    /// Try again (at the address the redirect gave, or after reading the map again).
-    Retry,
+    /// Try again (at the address the redirect gave, or after reading the map again); the error
+    /// is the answer if no try is left.
+    Retry(Error),
     /// Give up with this error.
     Fail(Error),
 }
@@ -174,6 +184,9 @@ impl Client {
             return Some(moved.grpc_addr.clone());
         }
         let map = cache.map.as_ref()?;
+        if map.version == 0 {
+            return cache.origin.clone();
+        }
         let route = map.routes.iter().find(|r| r.partition == partition)?;
         let addr_of = |id: &str| {
             map.nodes
@@ -222,7 +235,10 @@ impl Client {
                 candidates.extend(map.nodes.iter().map(|n| n.grpc_addr.clone()));
             }
         }
-        candidates.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        candidates.retain(|c| seen.insert(c.clone()));
+        let held = self.lock().map.as_ref().map(|m| m.version);
+        let mut found = false;
         let mut last = String::new();
         for addr in candidates {
             let ch = match self.channel(&addr).await {
@@ -235,22 +251,29 @@ impl Client {
             match KvClient::new(ch).get_topology(GetTopologyRequest {}).await {
                 Ok(r) => {
                     let map = r.into_inner();
-                    let mut cache = self.lock();
-                    if cache
-                        .map
-                        .as_ref()
-                        .is_none_or(|held| map.version >= held.version)
+                    let version = map.version;
                     {
-                        cache.map = Some(map);
-                        cache.moved.clear();
+                        let mut cache = self.lock();
+                        if cache.map.as_ref().is_none_or(|m| version >= m.version) {
+                            cache.map = Some(map);
+                            cache.moved.clear();
+                            cache.origin = Some(addr.clone());
+                        }
                     }
-                    return Ok(());
+                    found = true;
+                    // Good enough once no older than what was held; else ask the next node.
+                    if held.is_none_or(|h| version >= h) {
+                        return Ok(());
+                    }
                 }
                 Err(status) => {
                     self.lock().channels.remove(&addr);
                     last = format!("{addr}: {}", status.message());
                 }
             }
+        }
+        if found {
+            return Ok(());
         }
         Err(Error::Unreachable {
             addr: "every known node".into(),
@@ -268,6 +291,7 @@ impl Client {
     ) -> Next {
         let info = ErrorInfo::decode(status.details()).unwrap_or_default();
         let code = ErrorCode::try_from(info.code).unwrap_or(ErrorCode::Unspecified);
+        let error = || Error::Call(Box::new(status.clone()));
         match code {
             ErrorCode::Moved | ErrorCode::NotPrimary => {
                 self.redirects.fetch_add(1, Ordering::Relaxed);
@@ -279,27 +303,35 @@ impl Client {
                 match info.primary {
                     Some(primary) if !primary.grpc_addr.is_empty() && primary.grpc_addr != addr => {
                         self.lock().moved.insert(partition, primary);
-                        Next::Retry
+                        Next::Retry(error())
                     }
                     // No one leads it as far as that node knows: read the map elsewhere.
-                    _ => match self.refresh(None).await {
-                        Ok(()) => Next::Retry,
-                        Err(_) => Next::Fail(Error::Call(Box::new(status))),
-                    },
+                    _ => {
+                        self.lock().moved.remove(&partition);
+                        let _ = self.refresh(None).await;
+                        Next::Retry(error())
+                    }
                 }
             }
-            _ if matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::Unknown
-            ) && idempotent =>
-            {
-                // The node may be gone: forget its channel, read the map again, try again.
-                self.lock().channels.remove(addr);
-                self.lock().moved.remove(&partition);
-                let _ = self.refresh(None).await;
-                Next::Retry
+            // Refused before it was applied: worth another try after a pause.
+            ErrorCode::NotEnoughInSync => Next::Retry(error()),
+            // Any other refusal the node explained is the answer.
+            ErrorCode::Unspecified => {
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown
+                ) && idempotent
+                {
+                    // The node may be gone: forget its channel, read the map again.
+                    self.lock().channels.remove(addr);
+                    self.lock().moved.remove(&partition);
+                    let _ = self.refresh(None).await;
+                    Next::Retry(error())
+                } else {
+                    Next::Fail(error())
+                }
             }
-            _ => Next::Fail(Error::Call(Box::new(status))),
+            _ => Next::Fail(error()),
         }
     }
 
@@ -317,9 +349,14 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let mut last = None;
-        for _ in 0..self.cfg.max_attempts {
+        for attempt in 0..self.cfg.max_attempts {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt, self.spread.load(Ordering::Relaxed))).await;
+            }
             let Some(addr) = self.target(partition, replica_ok) else {
-                self.refresh(None).await?;
+                if let Err(e) = self.refresh(None).await {
+                    last = Some(e);
+                }
                 continue;
             };
             let ch = match self.channel(&addr).await {
@@ -335,19 +372,30 @@ impl Client {
             match send(KvClient::new(ch)).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(status) => match self.after(partition, &addr, status, idempotent).await {
-                    Next::Retry => {}
+                    Next::Retry(e) => last = Some(e),
                     Next::Fail(e) => return Err(e),
                 },
             }
         }
-        Err(Error::Client {
+        Err(last.unwrap_or_else(|| Error::Client {
             reason: format!(
-                "partition {partition}: no answer after {} attempts{}",
-                self.cfg.max_attempts,
-                last.map(|e| format!(" (last: {e})")).unwrap_or_default()
+                "partition {partition}: no answer after {} attempts",
+                self.cfg.max_attempts
             ),
-        })
+        }))
     }
+}
+
+/// The pause before try `attempt` (1, 2, ...): 25 ms doubling up to 1 s, plus up to a fifth
+/// more, drawn from `salt`, so clients that failed together do not retry together.
+fn backoff(attempt: usize, salt: u64) -> Duration {
+    let base = Duration::from_millis(25 << attempt.min(6)).min(Duration::from_secs(1));
+    let jitter = base.as_millis() as u64 / 5;
+    base + Duration::from_millis(if jitter == 0 {
+        0
+    } else {
+        salt.wrapping_mul(2_654_435_761) % jitter
+    })
 }
 
 fn allows_replica(read: Option<&ReadOptions>) -> bool {

@@ -103,14 +103,14 @@ struct Args {
     /// defaults to the listeners' own addresses.
     #[arg(long, env = "PARTITA_ADVERTISE_HOST")]
     advertise_host: Option<String>,
-    /// Write concern of gRPC writes that do not set one: one, quorum or all. RESP connections
-    /// start at one, as Redis, and change it with WRITECONCERN.
     /// What to do with a Redis command for a slot another node leads: `proxy` forwards it to
     /// that node and returns its reply (for clients that know nothing of clusters); `moved`
     /// answers `-MOVED slot host:port`, as Redis Cluster does. Cluster-aware clients go
     /// straight to the primary either way.
     #[arg(long, env = "PARTITA_REDIRECT", default_value = "proxy", value_parser = ["proxy", "moved"])]
     redirect: String,
+    /// Write concern of gRPC writes that do not set one: one, quorum or all. RESP connections
+    /// start at one, as Redis, and change it with WRITECONCERN.
     #[arg(long, env = "PARTITA_WRITE_CONCERN", default_value = "quorum",
           value_parser = ["one", "quorum", "all"])]
     write_concern: String,

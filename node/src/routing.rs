@@ -9,21 +9,37 @@
 //!
 //! A node without a map (a standalone node, or one not yet told) serves everything itself, and
 //! its roles alone decide what it accepts.
+//!
+//! The map can be behind the roles: after a promote, until the next push. A node's own role at
+//! a newer epoch than the map's route wins: a new primary serves its partition, and a copy that
+//! follows a newer primary sends clients there.
 
+use crate::proto::NodeAddress;
 use crate::slot::SlotMap;
 use crate::topology::Map;
+
+/// What this node's own copy of a partition says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local {
+    /// The copy is primary.
+    pub primary: bool,
+    /// The epoch it holds.
+    pub epoch: u64,
+    /// The primary it follows, when it is a replica.
+    pub follows: Option<NodeAddress>,
+}
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Serve it here.
     Here,
-    /// The slot's primary is elsewhere: its RESP address.
+    /// The slot's primary is elsewhere.
     Moved {
         /// The hash slot.
         slot: u16,
-        /// `host:port` of the primary's RESP listener.
-        addr: String,
+        /// The primary.
+        primary: NodeAddress,
     },
     /// The keys hash to more than one slot.
     CrossSlot,
@@ -34,8 +50,10 @@ pub enum Route {
     },
 }
 
-/// Routes a command on `slots` (one per key; empty for a keyless command) at node `here`.
-/// `write` says whether it writes, `readonly` whether the connection sent READONLY.
+/// Routes a command on `slots` (one per key; empty for a keyless command) at node `here`,
+/// whose copy of the slots' partition is `local` (`local(partition)`). `write` says whether it
+/// writes, `readonly` whether the connection sent READONLY (or, on gRPC, the read allows any
+/// copy).
 pub fn route(
     map: Option<&Map>,
     slot_map: &SlotMap,
@@ -43,6 +61,7 @@ pub fn route(
     slots: &[u16],
     write: bool,
     readonly: bool,
+    local: impl FnOnce(u32) -> Local,
 ) -> Route {
     let (Some(map), Some(&slot)) = (map, slots.first()) else {
         return Route::Here;
@@ -54,13 +73,23 @@ pub fn route(
     let Some(r) = map.route(partition) else {
         return Route::Down { slot };
     };
+    let local = local(partition);
+    if local.epoch > r.epoch {
+        // The roles moved on since the map was pushed.
+        if local.primary || (!write && readonly) {
+            return Route::Here;
+        }
+        if let Some(primary) = local.follows {
+            return Route::Moved { slot, primary };
+        }
+    }
     if r.primary == here || (!write && readonly && r.replicas.iter().any(|id| id == here)) {
         return Route::Here;
     }
     match map.primary(partition) {
         Some(primary) => Route::Moved {
             slot,
-            addr: primary.resp_addr.clone(),
+            primary: primary.clone(),
         },
         None => Route::Down { slot },
     }
@@ -72,6 +101,11 @@ mod tests {
     use crate::slot::key_slot;
     use crate::topology::fixture::two_partitions;
 
+    /// A copy whose role is no newer than the map.
+    fn stale(_: u32) -> Local {
+        Local::default()
+    }
+
     /// Two partitions: 0 led by a (replica b), 1 led by `primary_of_1` (replica a); c holds
     /// nothing.
     fn map(primary_of_1: &str) -> (Map, SlotMap) {
@@ -82,19 +116,22 @@ mod tests {
     #[test]
     fn keys_go_to_their_slots_primary() {
         let (m, s) = map("b");
-        assert_eq!(route(Some(&m), &s, "a", &[100], true, false), Route::Here);
         assert_eq!(
-            route(Some(&m), &s, "a", &[9000], true, false),
+            route(Some(&m), &s, "a", &[100], true, false, stale),
+            Route::Here
+        );
+        assert_eq!(
+            route(Some(&m), &s, "a", &[9000], true, false, stale),
             Route::Moved {
                 slot: 9000,
-                addr: "127.0.0.1:6002".into()
+                primary: m.node("b").unwrap().clone()
             }
         );
         assert_eq!(
-            route(Some(&m), &s, "c", &[100], false, false),
+            route(Some(&m), &s, "c", &[100], false, false, stale),
             Route::Moved {
                 slot: 100,
-                addr: "127.0.0.1:6001".into()
+                primary: m.node("a").unwrap().clone()
             }
         );
     }
@@ -102,13 +139,16 @@ mod tests {
     #[test]
     fn readonly_connections_read_from_replicas_but_never_write() {
         let (m, s) = map("b");
-        assert_eq!(route(Some(&m), &s, "a", &[9000], false, true), Route::Here);
+        assert_eq!(
+            route(Some(&m), &s, "a", &[9000], false, true, stale),
+            Route::Here
+        );
         assert!(matches!(
-            route(Some(&m), &s, "a", &[9000], true, true),
+            route(Some(&m), &s, "a", &[9000], true, true, stale),
             Route::Moved { .. }
         ));
         assert!(matches!(
-            route(Some(&m), &s, "c", &[9000], false, true),
+            route(Some(&m), &s, "c", &[9000], false, true, stale),
             Route::Moved { .. }
         ));
     }
@@ -119,13 +159,14 @@ mod tests {
         let a = key_slot(b"{user1}:name");
         let b = key_slot(b"{user1}:email");
         assert_eq!(a, b);
-        assert_eq!(route(Some(&m), &s, "a", &[a, b], true, false).clone(), {
-            route(Some(&m), &s, "a", &[a], true, false)
-        });
+        assert_eq!(
+            route(Some(&m), &s, "a", &[a, b], true, false, stale).clone(),
+            { route(Some(&m), &s, "a", &[a], true, false, stale) }
+        );
         let other = key_slot(b"user2");
         assert_ne!(a, other);
         assert_eq!(
-            route(Some(&m), &s, "a", &[a, other], true, false),
+            route(Some(&m), &s, "a", &[a, other], true, false, stale),
             Route::CrossSlot
         );
     }
@@ -133,12 +174,61 @@ mod tests {
     #[test]
     fn without_a_map_or_keys_everything_is_served_here_and_a_leaderless_slot_is_down() {
         let (m, s) = map("b");
-        assert_eq!(route(None, &s, "a", &[9000], true, false), Route::Here);
-        assert_eq!(route(Some(&m), &s, "c", &[], true, false), Route::Here);
+        assert_eq!(
+            route(None, &s, "a", &[9000], true, false, stale),
+            Route::Here
+        );
+        assert_eq!(
+            route(Some(&m), &s, "c", &[], true, false, stale),
+            Route::Here
+        );
         let (m, s) = map("");
         assert_eq!(
-            route(Some(&m), &s, "a", &[9000], true, false),
+            route(Some(&m), &s, "a", &[9000], true, false, stale),
             Route::Down { slot: 9000 }
         );
+    }
+
+    #[test]
+    fn a_role_newer_than_the_map_wins_until_the_next_push() {
+        let (m, s) = map("b");
+        // c was promoted for partition 1 at epoch 2; the map (epoch 1) still names b.
+        let promoted = |_| Local {
+            primary: true,
+            epoch: 2,
+            follows: None,
+        };
+        assert_eq!(
+            route(Some(&m), &s, "c", &[9000], true, false, promoted),
+            Route::Here
+        );
+        // b now follows c at epoch 2: it sends clients to c, not to itself.
+        let c = NodeAddress {
+            node_id: "c".into(),
+            grpc_addr: "127.0.0.1:7003".into(),
+            resp_addr: "127.0.0.1:6003".into(),
+        };
+        let follows = |_| Local {
+            primary: false,
+            epoch: 2,
+            follows: Some(c.clone()),
+        };
+        assert_eq!(
+            route(Some(&m), &s, "b", &[9000], true, false, follows),
+            Route::Moved {
+                slot: 9000,
+                primary: c.clone()
+            }
+        );
+        // A role at the map's epoch changes nothing.
+        let same = |_| Local {
+            primary: true,
+            epoch: 1,
+            follows: None,
+        };
+        assert!(matches!(
+            route(Some(&m), &s, "c", &[9000], true, false, same),
+            Route::Moved { .. }
+        ));
     }
 }

@@ -213,12 +213,23 @@ pub fn decide(held: Option<&Map>, new: &Map) -> Result<bool, String> {
             new.version(),
             held.version()
         )),
-        std::cmp::Ordering::Equal if new == held => Ok(false),
+        std::cmp::Ordering::Equal if normalized(new) == normalized(held) => Ok(false),
         std::cmp::Ordering::Equal => Err(format!(
             "version {} is already held with other contents; push a higher version",
             new.version()
         )),
     }
+}
+
+/// `map`'s contents in a canonical order: nodes by id, replicas by id. The order of either
+/// means nothing, so a retry that lists them otherwise is the same map.
+fn normalized(map: &Map) -> Topology {
+    let mut t = map.topology().clone();
+    t.nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    for r in &mut t.routes {
+        r.replicas.sort();
+    }
+    t
 }
 
 /// The map a node holds, kept on disk when the node has a data directory.
@@ -506,6 +517,15 @@ mod tests {
             decide(Some(&v2), &v1)
                 .unwrap_err()
                 .contains("older than version 2")
+        );
+        let mut reordered = map(2, 4);
+        reordered.nodes.reverse();
+        reordered.routes[1].replicas.reverse();
+        let reordered = check(&reordered, &slots).unwrap();
+        assert_eq!(
+            decide(Some(&v2), &reordered),
+            Ok(false),
+            "order means nothing"
         );
         let mut other = map(2, 4);
         other.routes[0].primary = "b".into();

@@ -278,7 +278,8 @@ fn plain_redis_cli_reaches_every_key_through_any_node_of_a_proxying_cluster() {
 
 #[test]
 fn redis_benchmark_in_cluster_mode_completes_without_errors() {
-    let three = Three::start(&[]);
+    // MOVED mode: a wrong CLUSTER NODES would show up as errors, not be hidden by the proxy.
+    let three = Three::start(&["--redirect", "moved"]);
     let out = Command::new(tool("redis-benchmark"))
         .args(["--cluster", "-h", "127.0.0.1", "-p", &three.port(1)])
         .args([
@@ -300,7 +301,8 @@ fn redis_benchmark_in_cluster_mode_completes_without_errors() {
             "no {test} result:\n{stdout}\n{stderr}"
         );
     }
-    // The keys it wrote are on the partitions' primaries, spread over all three nodes.
+    // The keys it wrote are on the partitions' primaries, spread over all three nodes (DBSIZE
+    // counts the partitions a node leads).
     for m in &three.members {
         let Reply::Int(keys) = m.client().cmd(&["DBSIZE"]) else {
             panic!("DBSIZE")
@@ -537,4 +539,147 @@ fn grpc_calls_to_the_wrong_node_are_refused_with_where_to_go() {
     assert_eq!(info.primary.unwrap(), primary.address());
     assert_eq!(info.slot, u32::from(key_slot(key.as_bytes())));
     assert_eq!(info.topology_version, 1);
+}
+
+#[test]
+fn a_proxied_write_keeps_the_clients_write_concern_and_wait_never_overstates() {
+    let three = Three::start(&[]);
+    let key = keys(&three, "wc", 1).remove(0);
+    let p = three.slots.partition_of_slot(key_slot(key.as_bytes())) as usize;
+    let primary = three.primaries[p];
+    let (via, paused) = (three.others(primary)[0], three.others(primary)[1]);
+    let ids_of: Vec<String> = three.members.iter().map(|m| m.id.clone()).collect();
+    wait_in_sync_on(
+        &three.members[primary],
+        Some(&[p as u32]),
+        &[&ids_of[via], &ids_of[paused]],
+        DEADLINE,
+    );
+    three.members[paused].pause();
+    let mut c = three.members[via].client();
+    assert_eq!(
+        c.cmd(&["WRITECONCERN", "ALL", "TIMEOUT", "300"]),
+        Reply::Simple("OK".into())
+    );
+    let Reply::Error(e) = c.cmd(&["SET", &key, "v"]) else {
+        panic!("a proxied write met ALL with a copy paused")
+    };
+    assert!(e.starts_with("TIMEOUT"), "{e}");
+    let mut fresh = three.members[via].client();
+    assert_eq!(fresh.cmd(&["SET", &key, "w"]), Reply::Simple("OK".into()));
+    assert_eq!(
+        fresh.cmd(&["WAIT", "1", "200"]),
+        Reply::Int(0),
+        "WAIT cannot vouch for a proxied write"
+    );
+    three.members[paused].resume();
+}
+
+#[test]
+fn a_promote_not_yet_in_the_map_is_honoured_by_routing() {
+    let three = Three::start(&["--redirect", "moved"]);
+    let key = keys(&three, "late", 1).remove(0);
+    let p = three.slots.partition_of_slot(key_slot(key.as_bytes()));
+    let old = three.primaries[p as usize];
+    let new = (old + 1) % 3;
+    let ids_of: Vec<String> = three.members.iter().map(|m| m.id.clone()).collect();
+    let followers: Vec<&str> = three
+        .others(new)
+        .iter()
+        .map(|i| ids_of[*i].as_str())
+        .collect();
+    wait_in_sync_on(
+        &three.members[old],
+        Some(&[p]),
+        &three
+            .others(old)
+            .iter()
+            .map(|i| ids_of[*i].as_str())
+            .collect::<Vec<_>>(),
+        DEADLINE,
+    );
+    three.members[new]
+        .admin()
+        .promote(ids(&[p]), 2, &followers, 3)
+        .unwrap();
+    for n in three.others(new) {
+        three.members[n]
+            .admin()
+            .follow(ids(&[p]), 2, three.members[new].address())
+            .unwrap();
+    }
+    // No new map was pushed: the map still names the old primary at epoch 1.
+    assert_eq!(
+        three.members[new].client().cmd(&["SET", &key, "v"]),
+        Reply::Simple("OK".into()),
+        "the new primary serves its partition"
+    );
+    let slot = key_slot(key.as_bytes());
+    assert_eq!(
+        three.members[old].client().cmd(&["SET", &key, "w"]),
+        Reply::Error(format!("MOVED {slot} {}", three.members[new].node().resp)),
+        "the old primary sends clients to the new one"
+    );
+    let seed = three.members[old].node().grpc.to_string();
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(Config::new([seed]))).unwrap();
+    assert!(rt.block_on(client.put(put(&key, "x"))).unwrap().applied);
+}
+
+#[test]
+fn without_a_map_the_client_follows_the_roles_from_any_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Member::start(dir.path(), "a", &["--partitions", "2"]);
+    let b = Member::start(dir.path(), "b", &["--partitions", "2"]);
+    common::cluster::form(&a, &[&b], 1);
+    // Through the replica, with no map pushed anywhere.
+    let through = b.node().grpc.to_string();
+    let (ok, out) = partita(&through, &["put", "nomap", "v"]);
+    assert!(ok && out.starts_with("OK partition="), "{out}");
+    assert_eq!(
+        partita(&through, &["get", "nomap"]),
+        (true, "v\n".to_string())
+    );
+}
+
+#[test]
+fn keyless_commands_cover_only_the_partitions_a_node_leads() {
+    let three = Three::start(&["--redirect", "moved"]);
+    let keys = keys(&three, "own", 3);
+    for key in &keys {
+        assert_eq!(
+            three.primary_of(key).client().cmd(&["SET", key, "v"]),
+            Reply::Simple("OK".into())
+        );
+    }
+    // Every node holds a copy of every partition, yet the counts add up to the keys once.
+    let mut total = 0;
+    let mut listed = Vec::new();
+    for m in &three.members {
+        let mut c = m.client();
+        let Reply::Int(n) = c.cmd(&["DBSIZE"]) else {
+            panic!("DBSIZE")
+        };
+        total += n;
+        let Reply::Array(Some(found)) = c.cmd(&["KEYS", "own:*"]) else {
+            panic!("KEYS")
+        };
+        listed.extend(found.iter().map(Reply::text));
+    }
+    assert_eq!(total, keys.len() as i64);
+    listed.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(listed, want);
+    // FLUSHALL on one node clears what it leads, and only that.
+    let a = &three.members[0];
+    assert_eq!(a.client().cmd(&["FLUSHALL"]), Reply::Simple("OK".into()));
+    for key in &keys {
+        let got = three.primary_of(key).client().cmd(&["GET", key]);
+        if three.primary_of(key).id == a.id {
+            assert_eq!(got, Reply::Bulk(None), "{key}");
+        } else {
+            assert_eq!(got, Reply::Bulk(Some(b"v".to_vec())), "{key}");
+        }
+    }
 }

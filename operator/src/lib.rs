@@ -8,8 +8,9 @@
 //!   objects by server-side apply and writes status the same way.
 //! - [`leader`] elects one acting replica through a Lease; its decisions are pure too.
 //! - [`metrics`] and [`http`] serve `/metrics`, `/healthz` and `/readyz`.
+//! - [`planner`] is pure: so far the failover choice. Placement, rebalancing, the full
+//!   `plan(desired, observed, now) -> actions` and the controller acting on it are #7's.
 //!
-//! The planner (`plan(desired, observed, now) -> actions`) arrives with failover and rebalance.
 //! The resource types come from [`partita_api`].
 
 pub mod backoff;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod planner;
 pub mod resources;
 pub mod status;
 pub mod validate;

@@ -412,6 +412,19 @@ impl Partition {
         lock(&self.live).role.clone()
     }
 
+    /// The copy's role, as routing needs it.
+    pub fn local(&self) -> crate::routing::Local {
+        let role = self.role();
+        crate::routing::Local {
+            primary: matches!(role.role, Role::Primary(_)),
+            epoch: role.epoch,
+            follows: match role.role {
+                Role::Replica(primary) => Some(primary),
+                _ => None,
+            },
+        }
+    }
+
     /// Whether the node leads the partition at exactly `epoch`.
     pub fn leads_at(&self, epoch: u64) -> bool {
         let live = lock(&self.live);

@@ -196,8 +196,6 @@ impl Service {
         Ok(())
     }
 
-    /// Checks that `p` may serve a read with `opts`: the primary always; another copy only
-    /// with READ_PREFERENCE_ANY and within the lag bound.
     /// Refuses a request for partition `p` that the partition map sends elsewhere: `MOVED` with
     /// the primary's address, the key's slot and the map's version, so a client can go there and
     /// refresh its map. A read that allows any copy is served by a replica the map names. Without
@@ -215,24 +213,30 @@ impl Service {
         let Some(map) = self.topology.get() else {
             return Ok(());
         };
-        let here = &self.node.node_id;
-        let Some(route) = map.route(p.id()) else {
-            return Ok(());
+        let slot = match key {
+            Some(k) => crate::slot::key_slot(k),
+            None => self.engine.slots().slot_range(p.id()).map_or(0, |(s, _)| s),
         };
         let any = read.is_some_and(|o| o.preference == ReadPreference::Any as i32);
-        if route.primary == *here || (!write && any && route.replicas.contains(here)) {
-            return Ok(());
-        }
-        let slot = key.map_or(route.slot_start, |k| u32::from(crate::slot::key_slot(k)));
+        let route = crate::routing::route(
+            Some(&map),
+            &self.engine.slots(),
+            &self.node.node_id,
+            &[slot],
+            write,
+            any,
+            |_| p.local(),
+        );
         let info = ErrorInfo {
             partition: p.id(),
-            epoch: route.epoch,
-            slot,
+            epoch: map.route(p.id()).map_or(0, |r| r.epoch),
+            slot: u32::from(slot),
             topology_version: map.version(),
             ..Default::default()
         };
-        Err(match map.primary(p.id()) {
-            Some(primary) => error(
+        match route {
+            crate::routing::Route::Here => Ok(()),
+            crate::routing::Route::Moved { primary, .. } => Err(error(
                 tonic::Code::FailedPrecondition,
                 format!(
                     "partition {} (slot {slot}) is led by {} at {}",
@@ -242,21 +246,23 @@ impl Service {
                 ),
                 ErrorInfo {
                     code: ErrorCode::Moved as i32,
-                    primary: Some(primary.clone()),
+                    primary: Some(primary),
                     ..info
                 },
-            ),
-            None => error(
+            )),
+            _ => Err(error(
                 tonic::Code::Unavailable,
                 format!("partition {} has no primary in the partition map", p.id()),
                 ErrorInfo {
                     code: ErrorCode::NotPrimary as i32,
                     ..info
                 },
-            ),
-        })
+            )),
+        }
     }
 
+    /// Checks that `p` may serve a read with `opts`: the primary always; another copy only
+    /// with READ_PREFERENCE_ANY and within the lag bound.
     fn check_read(&self, p: &Partition, opts: Option<&ReadOptions>) -> Result<(), Status> {
         let role = p.role();
         if matches!(role.role, Role::Primary(_)) {

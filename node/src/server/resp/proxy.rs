@@ -10,10 +10,16 @@
 //! - **Bounded.** Each upstream node has at most [`MAX_IDLE`] idle connections kept. Connecting
 //!   and each round trip have time limits, and a reply larger than `max-reply-bytes` is refused.
 //!   A failure is an `-ERR` naming the node and the reason, and its connection is dropped.
-//! - **Per command.** A proxied write's durability and write concern are the primary's: its
-//!   reply is sent only once the primary acknowledges. WAIT on the proxying connection counts
-//!   only writes made on this node.
+//! - **The client's write concern holds.** Upstream connections are kept per write concern
+//!   and timeout, and set them (WRITECONCERN) when opened, so a proxied write is acknowledged
+//!   only when the primary has met the concern the client asked for. WAIT cannot see what the
+//!   primary's replicas acknowledged of a proxied write, so on a connection that proxied a
+//!   write it answers 0, never more than it can vouch for.
+//! - **Stale connections are not used.** A pooled connection the other node closed (it
+//!   restarted, say) is noticed before the command is sent, and a fresh one is opened: a
+//!   command is never sent twice.
 
+use crate::proto::WriteConcern;
 use crate::server::resp::codec::encode_command;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
@@ -33,9 +39,16 @@ pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deepest nesting of arrays accepted in a reply.
 const MAX_DEPTH: usize = 32;
 
-/// Upstream connections, by `host:port`.
+/// Most connections open to one upstream node at once, idle or busy.
+pub const MAX_ACTIVE: usize = 64;
+
+/// What an upstream connection is for: the node, and the write concern it was set to.
+type PoolKey = (String, i32, u128);
+
+/// Upstream connections, by node and write concern.
 pub struct Proxy {
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<TcpStream>>>,
+    active: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
     max_reply_bytes: usize,
 }
 
@@ -44,40 +57,62 @@ impl Proxy {
     pub fn new(max_reply_bytes: usize) -> Self {
         Self {
             idle: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
             max_reply_bytes,
         }
     }
 
-    /// Sends `args` to the node at `addr` and appends its reply, unchanged, to `out`.
+    /// Sends `args` to the node at `addr` under write concern `concern` (with its timeout) and
+    /// appends its reply, unchanged, to `out`.
     pub async fn forward(
         &self,
         addr: &str,
         args: &[Bytes],
+        concern: (WriteConcern, Duration),
         out: &mut BytesMut,
     ) -> Result<(), String> {
-        let pooled = self
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(addr)
-            .and_then(Vec::pop);
-        let mut stream = match pooled {
-            Some(s) => s,
-            None => self.connect(addr).await?,
+        let slots = std::sync::Arc::clone(
+            self.active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(addr.to_string())
+                .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ACTIVE))),
+        );
+        let _slot = tokio::time::timeout(ROUND_TRIP_TIMEOUT, slots.acquire_owned())
+            .await
+            .map_err(|_| format!("all {MAX_ACTIVE} connections to the node stayed busy"))?
+            .map_err(|e| e.to_string())?;
+        let key: PoolKey = (addr.to_string(), concern.0 as i32, concern.1.as_millis());
+        let mut stream = loop {
+            let pooled = self
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&key)
+                .and_then(Vec::pop);
+            match pooled {
+                Some(s) if alive(&s) => break s,
+                Some(_) => continue,
+                None => break self.connect(addr, concern).await?,
+            }
         };
         let reply = tokio::time::timeout(ROUND_TRIP_TIMEOUT, self.round_trip(&mut stream, args))
             .await
             .map_err(|_| format!("no reply within {ROUND_TRIP_TIMEOUT:?}"))??;
         out.extend_from_slice(&reply);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = idle.entry(addr.to_string()).or_default();
+        let kept = idle.entry(key).or_default();
         if kept.len() < MAX_IDLE {
             kept.push(stream);
         }
         Ok(())
     }
 
-    async fn connect(&self, addr: &str) -> Result<TcpStream, String> {
+    async fn connect(
+        &self,
+        addr: &str,
+        concern: (WriteConcern, Duration),
+    ) -> Result<TcpStream, String> {
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connecting took over {CONNECT_TIMEOUT:?}"))?
@@ -96,6 +131,24 @@ impl Proxy {
                 "naming the connection: {}",
                 String::from_utf8_lossy(&reply).trim_end()
             ));
+        }
+        if concern.0 != WriteConcern::One {
+            let name = concern.0.as_str_name().trim_start_matches("WRITE_CONCERN_");
+            let set = [
+                Bytes::from_static(b"WRITECONCERN"),
+                Bytes::from(name.to_string()),
+                Bytes::from_static(b"TIMEOUT"),
+                Bytes::from(concern.1.as_millis().to_string()),
+            ];
+            let reply = tokio::time::timeout(CONNECT_TIMEOUT, self.round_trip(&mut stream, &set))
+                .await
+                .map_err(|_| "setting the write concern timed out".to_string())??;
+            if reply.as_ref() != b"+OK\r\n" {
+                return Err(format!(
+                    "setting the write concern: {}",
+                    String::from_utf8_lossy(&reply).trim_end()
+                ));
+            }
         }
         Ok(stream)
     }
@@ -124,6 +177,13 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Whether a pooled connection is still open: nothing may be waiting on it (every reply was
+/// read), so readable data or end of stream means the other side closed it or broke protocol.
+fn alive(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// The length of the complete RESP2 reply at the start of `buf`, `None` if more bytes are
@@ -203,6 +263,24 @@ mod tests {
         assert_eq!(reply_len(b"*2\r\n$1\r\na\r\n", max), Ok(None));
         assert_eq!(reply_len(b"*-1\r\n", max), Ok(Some(5)));
         assert_eq!(reply_len(b"", max), Ok(None));
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_other_side_closed_is_noticed_before_use() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        assert!(alive(&client), "an open, quiet connection is usable");
+        drop(server);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while alive(&client) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the close was never seen"
+            );
+            client.readable().await.unwrap();
+        }
     }
 
     #[test]

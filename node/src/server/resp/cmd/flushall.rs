@@ -1,4 +1,5 @@
-//! FLUSHALL and FLUSHDB [ASYNC|SYNC]: remove every key, one logged clear per partition.
+//! FLUSHALL and FLUSHDB [ASYNC|SYNC]: remove every key, one logged clear per partition. In a
+//! cluster, a node clears the partitions it leads.
 
 use super::{Ctx, Flow, syntax_error};
 use crate::server::resp::codec::write_simple;
@@ -13,7 +14,15 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
             return syntax_error(ctx);
         }
     }
-    let partitions: Vec<_> = ctx.engine.partitions().iter().map(Arc::clone).collect();
+    // In a cluster, only the partitions this node leads, as a Redis Cluster node flushes only
+    // its own slots.
+    let partitions: Vec<_> = ctx
+        .engine
+        .partitions()
+        .iter()
+        .filter(|p| ctx.serves(p.id(), true))
+        .map(Arc::clone)
+        .collect();
     for p in &partitions {
         if let Err(e) = ctx.write_partition(p, |s| ((), s.decide_clear())) {
             ctx.engine_error(&e);

@@ -17,6 +17,9 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
     let mut bytes = 0usize;
     let max_bytes = ctx.limits.max_reply_bytes;
     for p in ctx.engine.partitions() {
+        if !ctx.serves(p.id(), false) {
+            continue;
+        }
         let mut too_many = false;
         p.read(|s| {
             s.for_each_from(prefix, |key, item| {

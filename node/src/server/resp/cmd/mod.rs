@@ -91,6 +91,8 @@ pub struct ConnState {
     pub written: std::collections::HashMap<u32, u64>,
     /// READONLY was sent: reads of slots this node replicates are served here.
     pub readonly: bool,
+    /// A write of this connection was proxied to another node, whose replicas WAIT cannot see.
+    pub proxied_writes: bool,
 }
 
 /// What a node does with a command for a slot another node leads.
@@ -128,6 +130,7 @@ impl ConnState {
             concern_timeout: std::time::Duration::from_secs(5),
             written: std::collections::HashMap::new(),
             readonly: false,
+            proxied_writes: false,
         }
     }
 
@@ -191,6 +194,39 @@ impl<'a> Ctx<'a> {
             written: Vec::new(),
             counts: [(0, 0); COMMANDS.len()],
         }
+    }
+
+    /// Whether this node serves partition `p` to this connection under the partition map it
+    /// holds: as its primary, or (for a read on a READONLY connection) as a replica. Without a
+    /// map, every partition is served. Keyless commands (KEYS, SCAN, DBSIZE, FLUSHALL) cover
+    /// only what is served, as on a Redis Cluster node.
+    pub fn serves(&self, p: u32, write: bool) -> bool {
+        if self.cluster.standalone {
+            return true;
+        }
+        let Some(map) = self.cluster.topology.get() else {
+            return true;
+        };
+        let slots = self.engine.slots();
+        let Some((slot, _)) = slots.slot_range(p) else {
+            return false;
+        };
+        let local = |p: u32| {
+            self.engine
+                .partitions()
+                .get(p as usize)
+                .map(|x| x.local())
+                .unwrap_or_default()
+        };
+        routing::route(
+            Some(&map),
+            &slots,
+            &self.cluster.node.node_id,
+            &[slot],
+            write,
+            self.conn.readonly,
+            local,
+        ) == Route::Here
     }
 
     /// Runs `decide` on `key`'s partition and records the write, if any.
@@ -503,7 +539,7 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
     ctx.counts[index].0 += 1;
     if let Some(route) = misrouted(spec, &args, ctx) {
         let before = ctx.out.len();
-        refuse_or_forward(route, &args, ctx).await;
+        refuse_or_forward(route, &args, spec.flags.contains(&"write"), ctx).await;
         if ctx.out.get(before) == Some(&b'-') {
             ctx.counts[index].1 += 1;
         }
@@ -583,6 +619,13 @@ fn misrouted(spec: &Spec, args: &[Bytes], ctx: &Ctx<'_>) -> Option<Route> {
     let map = ctx.cluster.topology.get()?;
     let slots = key_slots(spec, args);
     let write = spec.flags.contains(&"write");
+    let local = |p: u32| {
+        ctx.engine
+            .partitions()
+            .get(p as usize)
+            .map(|x| x.local())
+            .unwrap_or_default()
+    };
     match routing::route(
         Some(&map),
         &ctx.engine.slots(),
@@ -590,6 +633,7 @@ fn misrouted(spec: &Spec, args: &[Bytes], ctx: &Ctx<'_>) -> Option<Route> {
         &slots,
         write,
         ctx.conn.readonly,
+        local,
     ) {
         Route::Here => None,
         other => Some(other),
@@ -599,13 +643,21 @@ fn misrouted(spec: &Spec, args: &[Bytes], ctx: &Ctx<'_>) -> Option<Route> {
 /// Forwards a command for another node's slot (proxy mode, unless it came from a proxy), or
 /// writes the error a Redis Cluster client acts on: `-MOVED slot host:port`, `-CROSSSLOT`, or
 /// `-CLUSTERDOWN`.
-async fn refuse_or_forward(route: Route, args: &[Bytes], ctx: &mut Ctx<'_>) {
+async fn refuse_or_forward(route: Route, args: &[Bytes], write: bool, ctx: &mut Ctx<'_>) {
     let from_proxy = ctx.conn.name.as_deref() == Some(PROXY_CLIENT_NAME);
     let message = match route {
         Route::Here => return,
-        Route::Moved { slot, addr } => {
+        Route::Moved { slot, primary } => {
+            let addr = primary.resp_addr;
             if ctx.cluster.redirect == Redirect::Proxy && !from_proxy {
-                match ctx.cluster.proxy.forward(&addr, args, ctx.out).await {
+                let concern = (ctx.conn.concern, ctx.conn.concern_timeout);
+                ctx.conn.proxied_writes |= write;
+                match ctx
+                    .cluster
+                    .proxy
+                    .forward(&addr, args, concern, ctx.out)
+                    .await
+                {
                     Ok(()) => return,
                     Err(why) => format!("ERR forwarding to {addr} (slot {slot}) failed: {why}"),
                 }

@@ -84,6 +84,17 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
         let Some(p) = ctx.engine.partitions().get(at.partition as usize) else {
             break None;
         };
+        // In a cluster, partitions this node does not serve are skipped.
+        if !ctx.serves(at.partition, false) {
+            if at.partition + 1 < partitions {
+                at = Cursor {
+                    partition: at.partition + 1,
+                    next_key: prefix.clone(),
+                };
+                continue;
+            }
+            break None;
+        }
         let want = count.saturating_sub(keys.len()).max(1);
         let budget = ctx.limits.max_reply_bytes;
         let (page, next_key) = p.read(|s| {

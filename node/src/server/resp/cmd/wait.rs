@@ -4,7 +4,9 @@
 //! A connection's writes may span partitions, each with its own replicas; the answer is the
 //! smallest count over the partitions it wrote, so "2" means every write reached two replicas.
 //! Without writes it counts the replicas connected now, as Redis does. A standalone node has no
-//! replicas, so it answers 0: at once when 0 are asked for, after the timeout otherwise.
+//! replicas, so it answers 0: at once when 0 are asked for, after the timeout otherwise. On a
+//! connection that proxied a write to another node (proxy mode), it answers 0 at once: those
+//! writes' replicas are another node's to count. Use WRITECONCERN there.
 
 use super::{Ctx, Flow, int_arg};
 use crate::engine::Partition;
@@ -23,6 +25,12 @@ pub async fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
     };
     if timeout < 0 {
         write_error(ctx.out, "ERR timeout is negative");
+        return Flow::Continue;
+    }
+    // A write proxied to another node is acknowledged there; this node cannot see its
+    // replicas, so it vouches for none.
+    if ctx.conn.proxied_writes {
+        write_integer(ctx.out, 0);
         return Flow::Continue;
     }
     // The batch's own writes are made durable before the wait, as Redis does.

@@ -88,6 +88,26 @@ impl Three {
         }
     }
 
+    /// Moves the lead of partition `p` from its primary to node `to` at `epoch`, as a manual
+    /// switchover does: wait until the replicas are in sync, promote `to`, make the others
+    /// follow it. The map is not pushed.
+    fn move_lead(&self, p: u32, to: usize, epoch: u64) {
+        let from = self.primaries[p as usize];
+        let ids_of: Vec<&str> = self.members.iter().map(|m| m.id.as_str()).collect();
+        let of = |n: usize| -> Vec<&str> { self.others(n).iter().map(|i| ids_of[*i]).collect() };
+        wait_in_sync_on(&self.members[from], Some(&[p]), &of(from), DEADLINE);
+        self.members[to]
+            .admin()
+            .promote(ids(&[p]), epoch, &of(to), 3)
+            .unwrap();
+        for n in self.others(to) {
+            self.members[n]
+                .admin()
+                .follow(ids(&[p]), epoch, self.members[to].address())
+                .unwrap();
+        }
+    }
+
     /// Pushes the next version of the map to every node.
     fn push(&mut self) {
         self.version += 1;
@@ -317,24 +337,8 @@ fn a_cluster_client_recovers_by_itself_after_a_promote_and_a_new_map() {
     let keys = keys(&three, "move", 2);
     let input: String = keys.iter().map(|k| format!("SET {k} before\n")).collect();
     redis_cli(&three.port(0), &["-c"], &input);
-    // Partition 0 moves from a to b: b is promoted at epoch 2, a and c follow it.
-    let ids_of: Vec<String> = three.members.iter().map(|m| m.id.clone()).collect();
-    wait_in_sync_on(
-        &three.members[0],
-        Some(&[0]),
-        &[&ids_of[1], &ids_of[2]],
-        DEADLINE,
-    );
-    three.members[1]
-        .admin()
-        .promote(ids(&[0]), 2, &[&ids_of[0], &ids_of[2]], 3)
-        .unwrap();
-    for n in [0, 2] {
-        three.members[n]
-            .admin()
-            .follow(ids(&[0]), 2, three.members[1].address())
-            .unwrap();
-    }
+    // Partition 0 moves from a to b at epoch 2.
+    three.move_lead(0, 1, 2);
     three.primaries[0] = 1;
     three.push();
     // A client that learned the old map from node c follows the redirects to the new primary.
@@ -418,34 +422,8 @@ fn a_rust_client_holding_an_old_map_recovers_within_two_redirects() {
     let key = keys(&three, "old", 1).remove(0);
     rt.block_on(client.put(put(&key, "before"))).unwrap();
     let p = three.slots.partition_of_slot(key_slot(key.as_bytes()));
-    let from = three.primaries[p as usize];
-    let to = (from + 1) % 3;
-    let ids_of: Vec<String> = three.members.iter().map(|m| m.id.clone()).collect();
-    let followers: Vec<&str> = three
-        .others(to)
-        .iter()
-        .map(|i| ids_of[*i].as_str())
-        .collect();
-    wait_in_sync_on(
-        &three.members[from],
-        Some(&[p]),
-        &three
-            .others(from)
-            .iter()
-            .map(|i| ids_of[*i].as_str())
-            .collect::<Vec<_>>(),
-        DEADLINE,
-    );
-    three.members[to]
-        .admin()
-        .promote(ids(&[p]), 2, &followers, 3)
-        .unwrap();
-    for n in three.others(to) {
-        three.members[n]
-            .admin()
-            .follow(ids(&[p]), 2, three.members[to].address())
-            .unwrap();
-    }
+    let to = (three.primaries[p as usize] + 1) % 3;
+    three.move_lead(p, to, 2);
     three.primaries[p as usize] = to;
     three.push();
 
@@ -582,32 +560,7 @@ fn a_promote_not_yet_in_the_map_is_honoured_by_routing() {
     let p = three.slots.partition_of_slot(key_slot(key.as_bytes()));
     let old = three.primaries[p as usize];
     let new = (old + 1) % 3;
-    let ids_of: Vec<String> = three.members.iter().map(|m| m.id.clone()).collect();
-    let followers: Vec<&str> = three
-        .others(new)
-        .iter()
-        .map(|i| ids_of[*i].as_str())
-        .collect();
-    wait_in_sync_on(
-        &three.members[old],
-        Some(&[p]),
-        &three
-            .others(old)
-            .iter()
-            .map(|i| ids_of[*i].as_str())
-            .collect::<Vec<_>>(),
-        DEADLINE,
-    );
-    three.members[new]
-        .admin()
-        .promote(ids(&[p]), 2, &followers, 3)
-        .unwrap();
-    for n in three.others(new) {
-        three.members[n]
-            .admin()
-            .follow(ids(&[p]), 2, three.members[new].address())
-            .unwrap();
-    }
+    three.move_lead(p, new, 2);
     // No new map was pushed: the map still names the old primary at epoch 1.
     assert_eq!(
         three.members[new].client().cmd(&["SET", &key, "v"]),

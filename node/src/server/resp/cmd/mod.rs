@@ -211,13 +211,7 @@ impl<'a> Ctx<'a> {
         let Some((slot, _)) = slots.slot_range(p) else {
             return false;
         };
-        let local = |p: u32| {
-            self.engine
-                .partitions()
-                .get(p as usize)
-                .map(|x| x.local())
-                .unwrap_or_default()
-        };
+        let local = |p: u32| local_copy(self.engine, p);
         routing::route(
             Some(&map),
             &slots,
@@ -611,6 +605,15 @@ fn key_slots(spec: &Spec, args: &[Bytes]) -> Vec<u16> {
         .collect()
 }
 
+/// What this node's copy of partition `p` says, for routing.
+fn local_copy(engine: &Engine, p: u32) -> routing::Local {
+    engine
+        .partitions()
+        .get(p as usize)
+        .map(|x| x.local())
+        .unwrap_or_default()
+}
+
 /// Where a command goes when this node must not serve it under the partition map it holds.
 fn misrouted(spec: &Spec, args: &[Bytes], ctx: &Ctx<'_>) -> Option<Route> {
     if ctx.cluster.standalone || spec.first_key <= 0 {
@@ -619,13 +622,7 @@ fn misrouted(spec: &Spec, args: &[Bytes], ctx: &Ctx<'_>) -> Option<Route> {
     let map = ctx.cluster.topology.get()?;
     let slots = key_slots(spec, args);
     let write = spec.flags.contains(&"write");
-    let local = |p: u32| {
-        ctx.engine
-            .partitions()
-            .get(p as usize)
-            .map(|x| x.local())
-            .unwrap_or_default()
-    };
+    let local = |p: u32| local_copy(ctx.engine, p);
     match routing::route(
         Some(&map),
         &ctx.engine.slots(),

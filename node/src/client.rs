@@ -78,8 +78,10 @@ struct Cache {
 
 /// Where one try of a request went wrong, and what to do about it.
 enum Next {
-    /// Try again (at the address the redirect gave, or after reading the map again); the error
-    /// is the answer if no try is left.
+    /// Go at once to the address a redirect named.
+    Redirected(Error),
+    /// Try again after a pause (after reading the map again); the error is the answer if no
+    /// try is left.
     Retry(Error),
     /// Give up with this error.
     Fail(Error),
@@ -303,18 +305,27 @@ impl Client {
                 match info.primary {
                     Some(primary) if !primary.grpc_addr.is_empty() && primary.grpc_addr != addr => {
                         self.lock().moved.insert(partition, primary);
-                        Next::Retry(error())
+                        Next::Redirected(error())
                     }
-                    // No one leads it as far as that node knows: read the map elsewhere.
+                    // No one leads it as far as that node knows: read the map elsewhere, and
+                    // without a pushed map, ask another of the nodes given.
                     _ => {
                         self.lock().moved.remove(&partition);
                         let _ = self.refresh(None).await;
+                        self.next_origin(addr);
                         Next::Retry(error())
                     }
                 }
             }
-            // Refused before it was applied: worth another try after a pause.
-            ErrorCode::NotEnoughInSync => Next::Retry(error()),
+            // Refused before it was applied (too few replicas in sync, or a primary fenced
+            // during a failover): worth another try after a pause.
+            ErrorCode::NotEnoughInSync | ErrorCode::Fenced => {
+                if code == ErrorCode::Fenced {
+                    self.lock().moved.remove(&partition);
+                    let _ = self.refresh(None).await;
+                }
+                Next::Retry(error())
+            }
             // Any other refusal the node explained is the answer.
             ErrorCode::Unspecified => {
                 if matches!(
@@ -335,6 +346,27 @@ impl Client {
         }
     }
 
+    /// Without a pushed map, requests go to one of the nodes given (the origin). When `tried`
+    /// could not name a primary, the next of them becomes the origin.
+    fn next_origin(&self, tried: &str) {
+        let mut cache = self.lock();
+        if cache.map.as_ref().is_some_and(|m| m.version > 0) {
+            return;
+        }
+        let seeds = &self.cfg.seeds;
+        let at = seeds.iter().position(|s| s == tried).map_or(0, |i| i + 1);
+        let next = seeds
+            .iter()
+            .cycle()
+            .skip(at)
+            .take(seeds.len())
+            .find(|s| *s != tried)
+            .cloned();
+        if let Some(next) = next {
+            cache.origin = Some(next);
+        }
+    }
+
     /// Sends a request for `partition` to the node the map names, following redirects and
     /// retrying as the module docs say.
     async fn call<R, F, Fut>(
@@ -349,10 +381,12 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let mut last = None;
+        let mut pause = false;
         for attempt in 0..self.cfg.max_attempts {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt, self.spread.load(Ordering::Relaxed))).await;
+            if pause {
+                tokio::time::sleep(backoff(attempt, salt())).await;
             }
+            pause = true;
             let Some(addr) = self.target(partition, replica_ok) else {
                 if let Err(e) = self.refresh(None).await {
                     last = Some(e);
@@ -372,6 +406,10 @@ impl Client {
             match send(KvClient::new(ch)).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(status) => match self.after(partition, &addr, status, idempotent).await {
+                    Next::Redirected(e) => {
+                        pause = false;
+                        last = Some(e);
+                    }
                     Next::Retry(e) => last = Some(e),
                     Next::Fail(e) => return Err(e),
                 },
@@ -384,6 +422,14 @@ impl Client {
             ),
         }))
     }
+}
+
+/// Some bits that differ between calls and between processes, for jitter.
+fn salt() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
 }
 
 /// The pause before try `attempt` (1, 2, ...): 25 ms doubling up to 1 s, plus up to a fifth

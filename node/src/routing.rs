@@ -18,15 +18,25 @@ use crate::proto::NodeAddress;
 use crate::slot::SlotMap;
 use crate::topology::Map;
 
+/// The role of this node's own copy of a partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LocalRole {
+    /// It leads the partition.
+    Primary,
+    /// It follows this primary.
+    Replica(NodeAddress),
+    /// Fenced, unassigned, or no copy: it serves nothing.
+    #[default]
+    Neither,
+}
+
 /// What this node's own copy of a partition says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Local {
-    /// The copy is primary.
-    pub primary: bool,
+    /// Its role.
+    pub role: LocalRole,
     /// The epoch it holds.
     pub epoch: u64,
-    /// The primary it follows, when it is a replica.
-    pub follows: Option<NodeAddress>,
 }
 
 /// Where a request goes.
@@ -75,13 +85,17 @@ pub fn route(
     };
     let local = local(partition);
     if local.epoch > r.epoch {
-        // The roles moved on since the map was pushed.
-        if local.primary || (!write && readonly) {
-            return Route::Here;
-        }
-        if let Some(primary) = local.follows {
-            return Route::Moved { slot, primary };
-        }
+        // The roles moved on since the map was pushed: this copy's role decides.
+        return match local.role {
+            LocalRole::Primary => Route::Here,
+            LocalRole::Replica(_) if !write && readonly => Route::Here,
+            LocalRole::Replica(followed) => match reachable(map, followed) {
+                Some(primary) => Route::Moved { slot, primary },
+                None => Route::Down { slot },
+            },
+            // A fenced or dropped copy may hold writes a failover discarded: never serve them.
+            LocalRole::Neither => Route::Down { slot },
+        };
     }
     if r.primary == here || (!write && readonly && r.replicas.iter().any(|id| id == here)) {
         return Route::Here;
@@ -93,6 +107,22 @@ pub fn route(
         },
         None => Route::Down { slot },
     }
+}
+
+/// The followed primary with its RESP address, which a role may lack: the map's entry for the
+/// same node (by id, else gRPC address) fills it in.
+fn reachable(map: &Map, followed: NodeAddress) -> Option<NodeAddress> {
+    if !followed.resp_addr.is_empty() {
+        return Some(followed);
+    }
+    map.topology()
+        .nodes
+        .iter()
+        .find(|n| {
+            (!followed.node_id.is_empty() && n.node_id == followed.node_id)
+                || (!followed.grpc_addr.is_empty() && n.grpc_addr == followed.grpc_addr)
+        })
+        .cloned()
 }
 
 #[cfg(test)]
@@ -194,9 +224,8 @@ mod tests {
         let (m, s) = map("b");
         // c was promoted for partition 1 at epoch 2; the map (epoch 1) still names b.
         let promoted = |_| Local {
-            primary: true,
+            role: LocalRole::Primary,
             epoch: 2,
-            follows: None,
         };
         assert_eq!(
             route(Some(&m), &s, "c", &[9000], true, false, promoted),
@@ -209,9 +238,8 @@ mod tests {
             resp_addr: "127.0.0.1:6003".into(),
         };
         let follows = |_| Local {
-            primary: false,
+            role: LocalRole::Replica(c.clone()),
             epoch: 2,
-            follows: Some(c.clone()),
         };
         assert_eq!(
             route(Some(&m), &s, "b", &[9000], true, false, follows),
@@ -222,13 +250,57 @@ mod tests {
         );
         // A role at the map's epoch changes nothing.
         let same = |_| Local {
-            primary: true,
+            role: LocalRole::Primary,
             epoch: 1,
-            follows: None,
         };
         assert!(matches!(
             route(Some(&m), &s, "c", &[9000], true, false, same),
             Route::Moved { .. }
         ));
+    }
+
+    #[test]
+    fn a_fenced_copy_newer_than_the_map_serves_nothing_and_a_bare_follow_is_resolved() {
+        let (m, s) = map("b");
+        // b was the primary at epoch 1, saw epoch 2 and stepped down (fenced).
+        let fenced = |_| Local {
+            role: LocalRole::Neither,
+            epoch: 2,
+        };
+        for (write, readonly) in [(true, false), (false, false), (false, true)] {
+            assert_eq!(
+                route(Some(&m), &s, "b", &[9000], write, readonly, fenced),
+                Route::Down { slot: 9000 }
+            );
+        }
+        // A follow that named only the primary's id and gRPC address: the map has its RESP one.
+        let bare = NodeAddress {
+            node_id: "a".into(),
+            grpc_addr: String::new(),
+            resp_addr: String::new(),
+        };
+        let follows = |_| Local {
+            role: LocalRole::Replica(bare.clone()),
+            epoch: 2,
+        };
+        assert_eq!(
+            route(Some(&m), &s, "b", &[9000], true, false, follows),
+            Route::Moved {
+                slot: 9000,
+                primary: m.node("a").unwrap().clone()
+            }
+        );
+        let unknown = |_| Local {
+            role: LocalRole::Replica(NodeAddress {
+                node_id: "zed".into(),
+                grpc_addr: String::new(),
+                resp_addr: String::new(),
+            }),
+            epoch: 2,
+        };
+        assert_eq!(
+            route(Some(&m), &s, "b", &[9000], true, false, unknown),
+            Route::Down { slot: 9000 }
+        );
     }
 }

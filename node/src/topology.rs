@@ -172,6 +172,12 @@ pub fn check(topology: &Topology, slots: &SlotMap) -> Result<Map, String> {
                 r.slot_end
             ));
         }
+        if !r.primary.is_empty() && r.epoch == 0 {
+            return Err(format!(
+                "partition {}: epoch must be at least 1 when it has a primary (the epoch the primary leads at)",
+                r.partition
+            ));
+        }
         let mut copies = BTreeSet::new();
         for id in std::iter::once(&r.primary)
             .filter(|p| !p.is_empty())

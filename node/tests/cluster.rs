@@ -636,3 +636,45 @@ fn keyless_commands_cover_only_the_partitions_a_node_leads() {
         }
     }
 }
+
+#[test]
+fn a_fenced_copy_newer_than_the_map_serves_nothing() {
+    let three = Three::start(&["--redirect", "moved"]);
+    let key = keys(&three, "fenced", 1).remove(0);
+    let p = three.slots.partition_of_slot(key_slot(key.as_bytes()));
+    let primary = &three.members[three.primaries[p as usize]];
+    assert_eq!(
+        primary.client().cmd(&["SET", &key, "v"]),
+        Reply::Simple("OK".into())
+    );
+    // Fenced at epoch 2, as at the start of a switchover; the map still says epoch 1.
+    primary.admin().fence(ids(&[p]), 2).unwrap();
+    let mut c = primary.client();
+    for cmd in [vec!["GET", key.as_str()], vec!["SET", key.as_str(), "w"]] {
+        let Reply::Error(e) = c.cmd(&cmd) else {
+            panic!("a fenced copy answered {cmd:?}")
+        };
+        assert!(e.starts_with("CLUSTERDOWN"), "{cmd:?}: {e}");
+    }
+}
+
+#[test]
+fn whole_data_set_commands_are_refused_where_they_would_silently_cover_one_node() {
+    let three = Three::start(&[]);
+    let mut plain = three.members[0].client();
+    for cmd in [
+        vec!["DBSIZE"],
+        vec!["KEYS", "*"],
+        vec!["SCAN", "0"],
+        vec!["FLUSHALL"],
+    ] {
+        let Reply::Error(e) = plain.cmd(&cmd) else {
+            panic!("{cmd:?} answered for one node of a proxying cluster")
+        };
+        assert!(e.contains("only the partitions this node leads"), "{e}");
+    }
+    // A cluster-aware (READONLY) connection gets the node's own answer.
+    let mut aware = three.members[0].client();
+    assert_eq!(aware.cmd(&["READONLY"]), Reply::Simple("OK".into()));
+    assert!(matches!(aware.cmd(&["DBSIZE"]), Reply::Int(_)));
+}

@@ -416,12 +416,12 @@ impl Partition {
     pub fn local(&self) -> crate::routing::Local {
         let role = self.role();
         crate::routing::Local {
-            primary: matches!(role.role, Role::Primary(_)),
-            epoch: role.epoch,
-            follows: match role.role {
-                Role::Replica(primary) => Some(primary),
-                _ => None,
+            role: match role.role {
+                Role::Primary(_) => crate::routing::LocalRole::Primary,
+                Role::Replica(primary) => crate::routing::LocalRole::Replica(primary),
+                _ => crate::routing::LocalRole::Neither,
             },
+            epoch: role.epoch,
         }
     }
 

@@ -280,6 +280,14 @@ impl Service {
                 primary,
             }));
         }
+        if !matches!(role.role, Role::Replica(_)) {
+            // A fenced or unassigned copy may hold writes a failover discarded.
+            return Err(status_of(&crate::Error::NotPrimary {
+                partition: p.id(),
+                epoch: role.epoch,
+                primary: None,
+            }));
+        }
         let bound = opts.map_or(0, |o| o.max_lag_ms);
         let lag = p.link().lag_ms;
         if bound > 0 && lag > bound {

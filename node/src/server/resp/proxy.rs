@@ -15,9 +15,9 @@
 //!   only when the primary has met the concern the client asked for. WAIT cannot see what the
 //!   primary's replicas acknowledged of a proxied write, so on a connection that proxied a
 //!   write it answers 0, never more than it can vouch for.
-//! - **Stale connections are not used.** A pooled connection the other node closed (it
-//!   restarted, say) is noticed before the command is sent, and a fresh one is opened: a
-//!   command is never sent twice.
+//! - **Stale connections are avoided.** A pooled connection whose close this node has already
+//!   seen (the other node restarted, say) is dropped before a command is sent on it. A close
+//!   not yet seen still fails that one command with an error; a command is never sent twice.
 
 use crate::proto::WriteConcern;
 use crate::server::resp::codec::encode_command;
@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 /// The client name of a proxy connection. A node does not forward its commands.
 pub const PROXY_CLIENT_NAME: &[u8] = b"partita-proxy";
-/// Idle connections kept per upstream node.
+/// Idle connections kept per upstream node, whatever their write concern.
 pub const MAX_IDLE: usize = 8;
 /// How long connecting to an upstream node may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,7 +39,7 @@ pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deepest nesting of arrays accepted in a reply.
 const MAX_DEPTH: usize = 32;
 
-/// Most connections open to one upstream node at once, idle or busy.
+/// Most commands in flight to one upstream node at once; idle connections are counted apart.
 pub const MAX_ACTIVE: usize = 64;
 
 /// What an upstream connection is for: the node, and the write concern it was set to.
@@ -82,7 +82,15 @@ impl Proxy {
             .await
             .map_err(|_| format!("all {MAX_ACTIVE} connections to the node stayed busy"))?
             .map_err(|e| e.to_string())?;
-        let key: PoolKey = (addr.to_string(), concern.0 as i32, concern.1.as_millis());
+        // The timeout matters only above ONE.
+        let wait = if concern.0 == WriteConcern::One {
+            0
+        } else {
+            concern.1.as_millis()
+        };
+        let key: PoolKey = (addr.to_string(), concern.0 as i32, wait);
+        // Long enough for the primary to wait out the client's write concern and answer.
+        let limit = ROUND_TRIP_TIMEOUT.max(concern.1 + CONNECT_TIMEOUT);
         let mut stream = loop {
             let pooled = self
                 .idle
@@ -96,14 +104,18 @@ impl Proxy {
                 None => break self.connect(addr, concern).await?,
             }
         };
-        let reply = tokio::time::timeout(ROUND_TRIP_TIMEOUT, self.round_trip(&mut stream, args))
+        let reply = tokio::time::timeout(limit, self.round_trip(&mut stream, args))
             .await
-            .map_err(|_| format!("no reply within {ROUND_TRIP_TIMEOUT:?}"))??;
+            .map_err(|_| format!("no reply within {limit:?}"))??;
         out.extend_from_slice(&reply);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = idle.entry(key).or_default();
-        if kept.len() < MAX_IDLE {
-            kept.push(stream);
+        let kept_for_addr: usize = idle
+            .iter()
+            .filter(|(k, _)| k.0 == addr)
+            .map(|(_, v)| v.len())
+            .sum();
+        if kept_for_addr < MAX_IDLE {
+            idle.entry(key).or_default().push(stream);
         }
         Ok(())
     }

@@ -8,6 +8,9 @@ use bytes::Bytes;
 
 /// Runs DBSIZE.
 pub fn run(_args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
+    if ctx.refuses_partial("DBSIZE") {
+        return Flow::Continue;
+    }
     let keys: usize = ctx
         .engine
         .partitions()

@@ -14,6 +14,9 @@ pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
             return syntax_error(ctx);
         }
     }
+    if ctx.refuses_partial("FLUSHALL") {
+        return Flow::Continue;
+    }
     // In a cluster, only the partitions this node leads, as a Redis Cluster node flushes only
     // its own slots.
     let partitions: Vec<_> = ctx

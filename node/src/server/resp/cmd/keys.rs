@@ -9,6 +9,9 @@ use bytes::Bytes;
 
 /// Runs KEYS.
 pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
+    if ctx.refuses_partial("KEYS") {
+        return Flow::Continue;
+    }
     let pattern = &args[1];
     let prefix = literal_prefix(pattern);
     let max = ctx.limits.max_keys_per_call;

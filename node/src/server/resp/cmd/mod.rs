@@ -223,6 +223,28 @@ impl<'a> Ctx<'a> {
         ) == Route::Here
     }
 
+    /// For a keyless command over the whole data set (DBSIZE, KEYS, SCAN, FLUSHALL): in a
+    /// proxying cluster, a client that is not cluster-aware would get an answer for this
+    /// node's partitions only and take it for the whole. Writes the error saying so and returns
+    /// true; false where the command may run (no map, `--redirect moved` as Redis Cluster, a
+    /// READONLY connection, or a proxy's own connection).
+    pub fn refuses_partial(&mut self, name: &str) -> bool {
+        let partial = !self.cluster.standalone
+            && self.cluster.redirect == Redirect::Proxy
+            && !self.conn.readonly
+            && self.conn.name.as_deref() != Some(PROXY_CLIENT_NAME)
+            && self.cluster.topology.get().is_some();
+        if partial {
+            write_error(
+                self.out,
+                format!(
+                    "ERR {name} would cover only the partitions this node leads: run it on each primary (CLUSTER NODES lists them), or use a cluster client (redis-cli -c, redis-cli --cluster call)"
+                ),
+            );
+        }
+        partial
+    }
+
     /// Runs `decide` on `key`'s partition and records the write, if any.
     pub fn write_key<R>(
         &mut self,
@@ -648,14 +670,16 @@ async fn refuse_or_forward(route: Route, args: &[Bytes], write: bool, ctx: &mut 
             let addr = primary.resp_addr;
             if ctx.cluster.redirect == Redirect::Proxy && !from_proxy {
                 let concern = (ctx.conn.concern, ctx.conn.concern_timeout);
-                ctx.conn.proxied_writes |= write;
                 match ctx
                     .cluster
                     .proxy
                     .forward(&addr, args, concern, ctx.out)
                     .await
                 {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        ctx.conn.proxied_writes |= write;
+                        return;
+                    }
                     Err(why) => format!("ERR forwarding to {addr} (slot {slot}) failed: {why}"),
                 }
             } else {

@@ -14,6 +14,9 @@ use bytes::Bytes;
 
 /// Runs SCAN.
 pub fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
+    if ctx.refuses_partial("SCAN") {
+        return Flow::Continue;
+    }
     let Some(cursor) = std::str::from_utf8(&args[1])
         .ok()
         .and_then(|s| s.parse::<u64>().ok())

@@ -5,8 +5,8 @@
 //! smallest count over the partitions it wrote, so "2" means every write reached two replicas.
 //! Without writes it counts the replicas connected now, as Redis does. A standalone node has no
 //! replicas, so it answers 0: at once when 0 are asked for, after the timeout otherwise. On a
-//! connection that proxied a write to another node (proxy mode), it answers 0 at once: those
-//! writes' replicas are another node's to count. Use WRITECONCERN there.
+//! connection that proxied a write to another node (proxy mode), it answers 0 once the timeout
+//! passes: those writes' replicas are another node's to count. Use WRITECONCERN there.
 
 use super::{Ctx, Flow, int_arg};
 use crate::engine::Partition;
@@ -28,8 +28,20 @@ pub async fn run(args: &[Bytes], ctx: &mut Ctx<'_>) -> Flow {
         return Flow::Continue;
     }
     // A write proxied to another node is acknowledged there; this node cannot see its
-    // replicas, so it vouches for none.
+    // replicas, so it vouches for none: 0, after the timeout, as Redis answers when too few
+    // replicas acknowledge.
     if ctx.conn.proxied_writes {
+        if wanted > 0 {
+            let mut shutdown = ctx.shutdown.clone();
+            let stop = async move {
+                let _ = shutdown.wait_for(|down| *down).await;
+            };
+            if timeout > 0 {
+                let _ = tokio::time::timeout(Duration::from_millis(timeout as u64), stop).await;
+            } else {
+                stop.await;
+            }
+        }
         write_integer(ctx.out, 0);
         return Flow::Continue;
     }

@@ -78,21 +78,22 @@ fn value_sets() -> Vec<(String, Option<PathBuf>)> {
     sets
 }
 
-fn values_args(values: Option<&Path>) -> Vec<String> {
-    let mut args = vec![chart_dir().display().to_string()];
-    if let Some(v) = values {
-        args.extend(["-f".to_string(), v.display().to_string()]);
+/// `charts/helm.py COMMAND` on the chart with `values`, in the release namespace, with `extra`.
+fn helm_on(command: &str, values: Option<&Path>, extra: &[&str]) -> Output {
+    let chart = chart_dir().display().to_string();
+    let values = values.map(|v| v.display().to_string());
+    let mut args = vec![command, chart.as_str()];
+    if let Some(v) = &values {
+        args.extend(["-f", v.as_str()]);
     }
-    args.extend(["--namespace".to_string(), RELEASE_NAMESPACE.to_string()]);
-    args
+    args.extend(["--namespace", RELEASE_NAMESPACE]);
+    args.extend_from_slice(extra);
+    helm(&args)
 }
 
 /// The objects the chart renders with `values`.
 fn render(values: Option<&Path>) -> Vec<Value> {
-    let mut args = vec!["render".to_string()];
-    args.extend(values_args(values));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = helm(&args);
+    let out = helm_on("render", values, &[]);
     assert!(
         out.status.success(),
         "rendering failed: {}",
@@ -109,10 +110,7 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
 #[test]
 fn the_chart_lints_clean_with_every_value_set() {
     for (name, values) in value_sets() {
-        let mut args = vec!["lint".to_string()];
-        args.extend(values_args(values.as_deref()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = helm(&args);
+        let out = helm_on("lint", values.as_deref(), &[]);
         let report = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -123,10 +121,7 @@ fn the_chart_lints_clean_with_every_value_set() {
             "{report}"
         );
 
-        let mut args = vec!["notes".to_string()];
-        args.extend(values_args(values.as_deref()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let notes = String::from_utf8(helm(&args).stdout).unwrap();
+        let notes = String::from_utf8(helm_on("notes", values.as_deref(), &[]).stdout).unwrap();
         assert!(
             notes.contains("kubectl get rps"),
             "NOTES.txt ({name}): {notes}"
@@ -222,13 +217,8 @@ fn names_fit_their_limits_for_the_longest_release_name() {
     // Helm allows release names of up to 53 characters.
     let release = "storage-platform-production-kv-eu-west1-a-b-c-d-e-f-g";
     assert_eq!(release.len(), 53);
-    let mut args = vec!["render".to_string()];
-    args.extend(values_args(Some(
-        &chart_dir().join("ci/production-values.yaml"),
-    )));
-    args.extend(["--name".to_string(), release.to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = helm(&args);
+    let production = chart_dir().join("ci/production-values.yaml");
+    let out = helm_on("render", Some(&production), &["--name", release]);
     assert!(
         out.status.success(),
         "{}",
@@ -327,10 +317,7 @@ fn the_values_schema_refuses_bad_values_with_the_offending_key() {
     for (i, (values, expected)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad-{i}.yaml"));
         std::fs::write(&file, values).unwrap();
-        let mut args = vec!["render".to_string()];
-        args.extend(values_args(Some(&file)));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = helm(&args);
+        let out = helm_on("render", Some(&file), &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{values:?} was accepted");
         assert!(stderr.contains(expected), "{values:?}: {stderr}");

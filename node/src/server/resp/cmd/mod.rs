@@ -44,7 +44,7 @@ use crate::server::resp::codec::write_error;
 use crate::server::resp::proxy::{PROXY_CLIENT_NAME, Proxy};
 use crate::slot::key_slot;
 use crate::storage::KvState;
-use crate::topology::Held;
+use crate::topology::{Held, Map};
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use std::collections::VecDeque;
@@ -207,20 +207,24 @@ impl<'a> Ctx<'a> {
         let Some(map) = self.cluster.topology.get() else {
             return true;
         };
-        let slots = self.engine.slots();
-        let Some((slot, _)) = slots.slot_range(p) else {
-            return false;
-        };
-        let local = |p: u32| local_copy(self.engine, p);
+        self.engine
+            .slots()
+            .slot_range(p)
+            .is_some_and(|(slot, _)| self.route_by(&map, &[slot], write) == Route::Here)
+    }
+
+    /// Where a command on `slots` goes under `map`, given this connection and this node's own
+    /// copies.
+    fn route_by(&self, map: &Map, slots: &[u16], write: bool) -> Route {
         routing::route(
-            Some(&map),
-            &slots,
+            Some(map),
+            &self.engine.slots(),
             &self.cluster.node.node_id,
-            &[slot],
+            slots,
             write,
             self.conn.readonly,
-            local,
-        ) == Route::Here
+            |p| local_copy(self.engine, p),
+        )
     }
 
     /// For a keyless command over the whole data set (DBSIZE, KEYS, SCAN, FLUSHALL): in a
@@ -642,21 +646,8 @@ fn misrouted(spec: &Spec, args: &[Bytes], ctx: &Ctx<'_>) -> Option<Route> {
         return None;
     }
     let map = ctx.cluster.topology.get()?;
-    let slots = key_slots(spec, args);
-    let write = spec.flags.contains(&"write");
-    let local = |p: u32| local_copy(ctx.engine, p);
-    match routing::route(
-        Some(&map),
-        &ctx.engine.slots(),
-        &ctx.cluster.node.node_id,
-        &slots,
-        write,
-        ctx.conn.readonly,
-        local,
-    ) {
-        Route::Here => None,
-        other => Some(other),
-    }
+    let route = ctx.route_by(&map, &key_slots(spec, args), spec.flags.contains(&"write"));
+    (route != Route::Here).then_some(route)
 }
 
 /// Forwards a command for another node's slot (proxy mode, unless it came from a proxy), or

@@ -23,13 +23,21 @@ pub use spec::{
     ReplicationSpec, SchedulingSpec, StorageSpec, WriteConcern, defaults,
 };
 pub use status::{
-    ConditionType, FailoverRecord, PartitionStatus, Phase, ReplicaLag, ReplicatedPartitionSetStatus,
+    ConditionType, FailoverRecord, PartitionMove, PartitionStatus, Phase, ReplicaLag,
+    ReplicatedPartitionSetStatus, SwitchoverStatus,
 };
 
 /// API group of the resource.
 pub const GROUP: &str = "partita.dev";
 /// API version of the resource.
 pub const VERSION: &str = "v1alpha1";
+/// Annotation that asks for a planned switchover: `<partition>=<pod>`, for example `3=db-1`.
+/// The operator acts once per distinct value and reports the outcome in `status.switchover`.
+pub const SWITCHOVER_ANNOTATION: &str = "partita.dev/switchover";
+/// Annotation that asks for a rebalance when `rebalance.auto` is off: any new value (the
+/// kubectl plugin writes the current time) starts one; `status.rebalanceHandled` echoes it.
+pub const REBALANCE_ANNOTATION: &str = "partita.dev/rebalance";
+
 /// Number of hash slots; the most partitions a set can have.
 pub const HASH_SLOTS: i32 = 16384;
 

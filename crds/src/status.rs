@@ -100,6 +100,43 @@ pub struct ReplicatedPartitionSetStatus {
     /// The most recent automatic failover or switchover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverRecord>,
+
+    /// Version of the partition map, bumped on every change of it; the nodes' topology carries
+    /// it, and a node refuses a map older than the one it holds.
+    #[serde(default)]
+    pub map_version: i64,
+
+    /// The last `partita.dev/rebalance` request the operator acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance_handled: Option<String>,
+
+    /// The last `partita.dev/switchover` request the operator acted on, and how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverStatus>,
+}
+
+/// The outcome of a switchover requested with the `partita.dev/switchover` annotation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverStatus {
+    /// The annotation's value this is about.
+    pub request: String,
+    /// Pending, Done or Refused.
+    pub state: String,
+    /// What happened, or why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A copy on its way from one node to another: the new copy is added and synced, the old one
+/// dropped after (and the primary switched over first, if the old copy was primary).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionMove {
+    /// The node losing its copy.
+    pub from: String,
+    /// The node gaining one.
+    pub to: String,
 }
 
 /// Where one partition lives.
@@ -131,6 +168,10 @@ pub struct PartitionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
     pub lag: Vec<ReplicaLag>,
+
+    /// A move in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<PartitionMove>,
 
     /// Why the partition is not healthy, when it is not (for example why no replica could be
     /// promoted safely).

@@ -198,6 +198,9 @@ pub fn compute(
         conditions,
         partitions: previous.map(|s| s.partitions.clone()).unwrap_or_default(),
         last_failover: previous.and_then(|s| s.last_failover.clone()),
+        map_version: previous.map(|s| s.map_version).unwrap_or_default(),
+        rebalance_handled: previous.and_then(|s| s.rebalance_handled.clone()),
+        switchover: previous.and_then(|s| s.switchover.clone()),
     }
 }
 

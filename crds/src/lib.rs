@@ -31,8 +31,10 @@ pub use status::{
 pub const GROUP: &str = "partita.dev";
 /// API version of the resource.
 pub const VERSION: &str = "v1alpha1";
-/// Annotation that asks for a planned switchover: `<partition>=<pod>`, for example `3=db-1`.
-/// The operator acts once per distinct value and reports the outcome in `status.switchover`.
+/// Annotation that asks for a planned switchover: `<partition>=<pod>`, for example `3=db-1`,
+/// optionally followed by `@<nonce>` (`3=db-1@1764000000000`) so that the same switchover can be
+/// asked for again. The operator acts once per distinct value and reports the outcome in
+/// `status.switchover`; `partita_operator::requests::parse_switchover` reads the value.
 pub const SWITCHOVER_ANNOTATION: &str = "partita.dev/switchover";
 /// Annotation that asks for a rebalance when `rebalance.auto` is off: any new value (the
 /// kubectl plugin writes the current time) starts one; `status.rebalanceHandled` echoes it.

@@ -30,6 +30,14 @@ pub enum Error {
     /// The operator's configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// A node call failed or timed out; the next reconcile retries from what is then true.
+    #[error("node {node}: {message}")]
+    Node {
+        /// The node (pod name).
+        node: String,
+        /// What failed.
+        message: String,
+    },
     /// A listener or the metrics registry failed.
     #[error("{what}: {source}")]
     Io {
@@ -51,6 +59,7 @@ impl Error {
             Error::MissingMetadata(_) => "metadata",
             Error::Config(_) => "config",
             Error::Io { .. } => "io",
+            Error::Node { .. } => "node",
         }
     }
 }

@@ -10,16 +10,23 @@
 //! - [`metrics`] and [`http`] serve `/metrics`, `/healthz` and `/readyz`.
 //! - [`planner`] is pure: so far the failover choice. Placement, rebalancing, the full
 //!   `plan(desired, observed, now) -> actions` and the controller acting on it are #7's.
+//! - [`requests`] is pure: the values of the request annotations (switchover, rebalance) that
+//!   users set and the operator acts on.
+//! - [`plugin`] is the `kubectl-partita` kubectl plugin; its formatting and checks are pure.
 //!
 //! The resource types come from [`partita_api`].
 
 pub mod backoff;
 pub mod controller;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod nodes;
 pub mod planner;
+pub mod plugin;
+pub mod requests;
 pub mod resources;
 pub mod status;
 pub mod validate;

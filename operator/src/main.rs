@@ -35,6 +35,12 @@ struct Args {
         default_value = "0.0.0.0:8080"
     )]
     http_listen: SocketAddr,
+    /// The gRPC port of node pods, which the operator calls at each pod's IP.
+    #[arg(long, default_value_t = partita_operator::resources::ports::GRPC as u16)]
+    node_grpc_port: u16,
+    /// The RESP port of node pods, advertised to clients in the partition map.
+    #[arg(long, default_value_t = partita_operator::resources::ports::RESP as u16)]
+    node_resp_port: u16,
     /// This replica's identity in the leader election (normally the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -155,6 +161,9 @@ async fn run(args: Args) -> Result<()> {
         default_image: args.node_image,
         namespace: args.namespace,
         instance: identity,
+        node_grpc_port: args.node_grpc_port,
+        node_resp_port: args.node_resp_port,
+        ..Settings::default()
     };
     let signal = tokio::spawn(async move {
         wait_for_signal().await;

@@ -28,6 +28,22 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// How long changes of primary take, from the decision to the new primary accepting
+    /// writes, by kind (failover or switchover).
+    pub failover_duration: Family<KindLabels, Histogram>,
+    /// Node calls that failed, by call.
+    pub node_call_failures: Family<KindLabels, Counter>,
+}
+
+/// A `kind` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The kind.
+    pub kind: String,
+}
+
+fn failover_buckets() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
 
 impl Default for Metrics {
@@ -39,6 +55,8 @@ impl Default for Metrics {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
             leader: Gauge::default(),
+            failover_duration: Family::new_with_constructor(failover_buckets),
+            node_call_failures: Family::default(),
         }
     }
 }
@@ -67,6 +85,30 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             self.leader.clone(),
         );
+        r.register(
+            "failover_duration_seconds",
+            "How long changes of primary take, from the decision to the new primary accepting writes, by kind",
+            self.failover_duration.clone(),
+        );
+        r.register(
+            "node_call_failures",
+            "Admin calls to nodes that failed, by call",
+            self.node_call_failures.clone(),
+        );
+    }
+
+    /// Records how long a change of primary took.
+    pub fn failover(&self, kind: &str, seconds: f64) {
+        self.failover_duration
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .observe(seconds);
+    }
+
+    /// Counts a failed node call.
+    pub fn node_call_failed(&self, call: &str) {
+        self.node_call_failures
+            .get_or_create(&KindLabels { kind: call.into() })
+            .inc();
     }
 
     /// Counts a reconcile and returns the guard that records its duration.

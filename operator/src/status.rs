@@ -36,6 +36,46 @@ pub struct Observed {
     pub statefulset_behind: bool,
     /// What was applied this reconcile.
     pub applied: Applied,
+    /// The partition map and what the planner made of it; `None` when nothing was planned
+    /// (an invalid or paused spec), which keeps the recorded map as it was.
+    pub partitions: Option<Partitions>,
+}
+
+/// The partition side of the status, from the planner.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Partitions {
+    /// The map, as it is to be recorded.
+    pub entries: Vec<partita_api::PartitionStatus>,
+    /// Its version.
+    pub map_version: i64,
+    /// Partitions whose primary is lost and not yet replaced.
+    pub failing_over: Vec<usize>,
+    /// Partitions that are not quiet (no primary answering at the map's epoch, or a replica not
+    /// in sync), with why when known.
+    pub unhealthy: Vec<(usize, String)>,
+    /// Pods still to restart for a template change.
+    pub rolling: Vec<String>,
+    /// The most recent change of primary, if this reconcile made one.
+    pub last_failover: Option<partita_api::FailoverRecord>,
+    /// A requested switchover's outcome.
+    pub switchover: Option<partita_api::SwitchoverStatus>,
+    /// The rebalance request acted on.
+    pub rebalance_handled: Option<String>,
+}
+
+impl Partitions {
+    /// Whether no move is in flight.
+    pub fn moves_done(&self) -> bool {
+        self.moving() == 0
+    }
+
+    fn moving(&self) -> usize {
+        self.entries.iter().filter(|e| e.moving.is_some()).count()
+    }
+
+    fn quiet(&self) -> bool {
+        !self.entries.is_empty() && self.unhealthy.is_empty() && self.moving() == 0
+    }
 }
 
 /// What the reconcile created or changed.
@@ -68,6 +108,9 @@ pub fn compute(
     let before = previous.and_then(|s| s.phase);
     let all_ready = observed.ready >= observed.nodes && observed.pods >= observed.nodes;
     let current = observed.outdated.is_empty() && !observed.statefulset_behind;
+    let parts = observed.partitions.as_ref();
+    let placed = parts.is_none_or(Partitions::quiet);
+    let all_ready = all_ready && placed;
     let phase = if !observed.problems.is_empty() {
         Phase::Invalid
     } else if observed.paused {
@@ -79,13 +122,20 @@ pub fn compute(
         None | Some(Phase::Pending) | Some(Phase::Provisioning)
     ) {
         Phase::Provisioning
-    } else if observed.applied.any() || observed.pods != observed.nodes || !current {
+    } else if observed.applied.any()
+        || observed.pods != observed.nodes
+        || !current
+        || parts.is_some_and(|p| p.moving() > 0 && p.failing_over.is_empty())
+    {
         Phase::Updating
     } else {
         Phase::Degraded
     };
 
-    let ready_msg = format!("{} of {} nodes ready", observed.ready, observed.nodes);
+    let mut ready_msg = format!("{} of {} nodes ready", observed.ready, observed.nodes);
+    if let Some(parts) = parts {
+        ready_msg = format!("{ready_msg}; {}", partitions_summary(parts));
+    }
     let waiting = if observed.not_ready.is_empty() {
         ready_msg.clone()
     } else {
@@ -172,14 +222,8 @@ pub fn compute(
         (ConditionType::Ready, ready),
         (ConditionType::Progressing, progressing),
         (ConditionType::Degraded, degraded),
-        (
-            ConditionType::FailingOver,
-            (false, "NoFailover", "no failover in progress".into()),
-        ),
-        (
-            ConditionType::Rebalancing,
-            (false, "Balanced", "no partition moves in progress".into()),
-        ),
+        (ConditionType::FailingOver, failing_over(parts)),
+        (ConditionType::Rebalancing, rebalancing(parts)),
     ];
     let old = previous
         .map(|s| s.conditions.as_slice())
@@ -196,11 +240,101 @@ pub fn compute(
         observed_generation: observed.generation,
         ready_nodes: observed.ready,
         conditions,
-        partitions: previous.map(|s| s.partitions.clone()).unwrap_or_default(),
-        last_failover: previous.and_then(|s| s.last_failover.clone()),
-        map_version: previous.map(|s| s.map_version).unwrap_or_default(),
-        rebalance_handled: previous.and_then(|s| s.rebalance_handled.clone()),
-        switchover: previous.and_then(|s| s.switchover.clone()),
+        partitions: match parts {
+            Some(p) => p.entries.clone(),
+            None => previous.map(|s| s.partitions.clone()).unwrap_or_default(),
+        },
+        last_failover: parts
+            .and_then(|p| p.last_failover.clone())
+            .or_else(|| previous.and_then(|s| s.last_failover.clone())),
+        map_version: match parts {
+            Some(p) => p.map_version,
+            None => previous.map(|s| s.map_version).unwrap_or_default(),
+        },
+        rebalance_handled: parts
+            .and_then(|p| p.rebalance_handled.clone())
+            .or_else(|| previous.and_then(|s| s.rebalance_handled.clone())),
+        switchover: parts
+            .and_then(|p| p.switchover.clone())
+            .or_else(|| previous.and_then(|s| s.switchover.clone())),
+    }
+}
+
+/// "8 partitions, all with a primary and in-sync replicas", or what is wrong.
+fn partitions_summary(parts: &Partitions) -> String {
+    let n = parts.entries.len();
+    if n == 0 {
+        return parts
+            .unhealthy
+            .first()
+            .map_or("no partition placed yet".into(), |(_, why)| {
+                format!("no partition placed yet: {why}")
+            });
+    }
+    if parts.unhealthy.is_empty() {
+        return format!("{n} partitions, each with a primary and in-sync replicas");
+    }
+    let first: Vec<String> = parts
+        .unhealthy
+        .iter()
+        .take(3)
+        .map(|(p, why)| format!("partition {p}: {why}"))
+        .collect();
+    format!(
+        "{} of {n} partitions not in sync ({}{})",
+        parts.unhealthy.len(),
+        first.join("; "),
+        if parts.unhealthy.len() > 3 {
+            "; …"
+        } else {
+            ""
+        }
+    )
+}
+
+fn failing_over(parts: Option<&Partitions>) -> (bool, &'static str, String) {
+    match parts {
+        Some(p) if !p.failing_over.is_empty() => {
+            let whys: Vec<String> = p
+                .failing_over
+                .iter()
+                .take(5)
+                .map(|id| {
+                    let why = p
+                        .unhealthy
+                        .iter()
+                        .find(|(q, _)| q == id)
+                        .map_or("primary lost", |(_, w)| w.as_str());
+                    format!("partition {id}: {why}")
+                })
+                .collect();
+            (true, "PrimaryLost", whys.join("; "))
+        }
+        _ => (false, "NoFailover", "no failover in progress".into()),
+    }
+}
+
+fn rebalancing(parts: Option<&Partitions>) -> (bool, &'static str, String) {
+    let moving: Vec<String> = parts
+        .map(|p| {
+            p.entries
+                .iter()
+                .filter_map(|e| {
+                    e.moving
+                        .as_ref()
+                        .map(|m| format!("partition {}: {} -> {}", e.id, m.from, m.to))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if moving.is_empty() {
+        (false, "Balanced", "no partition moves in progress".into())
+    } else {
+        (
+            true,
+            "MovingPartitions",
+            format!("{} moves in progress: {}", moving.len(), moving.join(", ")),
+        )
     }
 }
 

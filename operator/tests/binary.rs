@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{FakeApi, Process, free_port, http_get, ready_pod, wait_until};
+use common::nodes::Nodes;
+use common::{FakeApi, Process, free_port, http_get, wait_until};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use partita_api::{Phase, ReplicatedPartitionSet};
@@ -25,6 +26,7 @@ async fn the_operator_process_leads_reconciles_and_shuts_down_gracefully() {
     let port = free_port();
     let log_path = dir.path().join("operator.log");
     let log = std::fs::File::create(&log_path).unwrap();
+    let mut nodes = Nodes::new("orders", "shop", 16);
     let child = Command::new(env!("CARGO_BIN_EXE_partita-operator"))
         .args([
             "--identity",
@@ -33,6 +35,7 @@ async fn the_operator_process_leads_reconciles_and_shuts_down_gracefully() {
             "partita-system",
         ])
         .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .args(["--node-grpc-port", &nodes.grpc_port.to_string()])
         .env("KUBECONFIG", &kubeconfig)
         .env("PARTITA_LOG", "info")
         .stdout(log)
@@ -69,9 +72,10 @@ async fn the_operator_process_leads_reconciles_and_shuts_down_gracefully() {
     .await;
     assert!(api.get::<StatefulSet>("shop", "orders").is_some());
 
-    // Pods becoming ready reach the operator through its Pod watch.
+    // Pods becoming ready reach the operator through its Pod watch; their nodes are real.
     for i in 0..3 {
-        api.insert(&ready_pod("orders", "shop", i));
+        nodes.start(i).await;
+        api.insert(&nodes.pod(i));
     }
     wait_until("the set to be ready", DEADLINE, || {
         phase() == Some(Phase::Ready)

@@ -14,7 +14,8 @@
 
 mod common;
 
-use common::{Access, FakeApi, Process, Rule, free_port, ready_pod, wait_until};
+use common::nodes::{Nodes, roll_out};
+use common::{Access, FakeApi, Process, Rule, free_port, wait_until};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -494,8 +495,10 @@ async fn a_sets_life_under_the_charts_rbac(
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = FakeApi::kubeconfig(addr, dir.path());
     let port = free_port();
+    let mut nodes = Nodes::new("orders", namespace, 16);
     let mut operator = Process(
         operator_command(&objects, &kubeconfig, port)
+            .args(["--node-grpc-port", &nodes.grpc_port.to_string()])
             .spawn()
             .unwrap(),
     );
@@ -531,7 +534,8 @@ async fn a_sets_life_under_the_charts_rbac(
     })
     .await;
     for i in 0..3 {
-        api.insert(&ready_pod("orders", namespace, i));
+        nodes.start(i).await;
+        api.insert(&nodes.pod(i));
         api.insert(&claim("orders", namespace, i));
     }
     wait_until("the set to be ready", DEADLINE, || {
@@ -541,19 +545,22 @@ async fn a_sets_life_under_the_charts_rbac(
     .await;
     // Two scale-ups: the second "Scaled" Event repeats the first, and is recorded by patching
     // it into a series.
-    for nodes in [4, 5] {
+    for count in [4, 5] {
         api.edit::<ReplicatedPartitionSet>(namespace, "orders", |o| {
-            o["spec"]["nodes"] = json!(nodes)
+            o["spec"]["nodes"] = json!(count)
         });
         wait_until("the scale-up", DEADLINE, || {
             no_refusals(&api);
             api.get::<StatefulSet>(namespace, "orders")
                 .and_then(|s| s.spec.replicas)
-                == Some(nodes)
+                == Some(count)
         })
         .await;
-        for i in 3..nodes as usize {
-            api.insert(&ready_pod("orders", namespace, i));
+        for i in 3..count as usize {
+            if nodes.status(i).await.is_none() {
+                nodes.start(i).await;
+                api.insert(&nodes.pod(i));
+            }
         }
         wait_until("the set to be ready again", DEADLINE, || {
             no_refusals(&api);
@@ -561,6 +568,10 @@ async fn a_sets_life_under_the_charts_rbac(
         })
         .await;
     }
+    // A template change: the operator restarts the pods one at a time (deleting them).
+    let restarted = roll_out(&api, &mut nodes, 5, DEADLINE).await;
+    assert_eq!(restarted.len(), 5, "{restarted:?}");
+    no_refusals(&api);
     let sets: Api<ReplicatedPartitionSet> = Api::namespaced(api.client(), namespace);
     sets.delete("orders", &DeleteParams::default())
         .await

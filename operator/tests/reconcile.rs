@@ -6,6 +6,7 @@
 mod common;
 
 use common::FakeApi;
+use common::nodes::Nodes;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,6 +25,8 @@ struct Harness {
     api: FakeApi,
     ctx: Arc<Context>,
     client_id: usize,
+    /// The pods' nodes: real `partita-node` processes, started by `add_pods`.
+    nodes: tokio::sync::Mutex<Nodes>,
 }
 
 impl Harness {
@@ -40,10 +43,15 @@ impl Harness {
             status: None,
         };
         api.insert(&set);
+        let partitions = set.spec.partitions as u32;
+        let nodes = Nodes::new(NAME, NS, partitions);
         let settings = Settings {
             default_image: "partita/partita-node:test".into(),
             namespace: None,
             instance: "operator-0".into(),
+            node_grpc_port: nodes.grpc_port,
+            node_resp_port: nodes.resp_port,
+            ..Settings::default()
         };
         let (client, client_id) = api.client_with_id();
         let ctx = Context::new(client, settings, Metrics::default());
@@ -51,6 +59,7 @@ impl Harness {
             api,
             ctx,
             client_id,
+            nodes: tokio::sync::Mutex::new(nodes),
         }
     }
 
@@ -85,26 +94,40 @@ impl Harness {
             .edit::<ReplicatedPartitionSet>(NS, NAME, |obj| edit(&mut obj["spec"]));
     }
 
-    fn add_pods(&self, ready: &[bool]) {
+    /// Pods `0..ready.len()`; a ready one runs a real node at its pod IP, as a kubelet would.
+    async fn add_pods(&self, ready: &[bool]) {
+        let mut nodes = self.nodes.lock().await;
         for (i, r) in ready.iter().enumerate() {
-            let pod = Pod {
-                metadata: ObjectMeta {
-                    name: Some(format!("{NAME}-{i}")),
-                    namespace: Some(NS.into()),
-                    labels: Some(resources::labels(NAME)),
-                    ..ObjectMeta::default()
-                },
-                spec: None,
-                status: Some(PodStatus {
-                    conditions: Some(vec![PodCondition {
-                        type_: "Ready".into(),
-                        status: if *r { "True" } else { "False" }.into(),
-                        ..PodCondition::default()
-                    }]),
-                    ..PodStatus::default()
-                }),
-            };
+            let mut pod = nodes.pod(i);
+            if *r {
+                nodes.start(i).await;
+            } else if let Some(status) = pod.status.as_mut() {
+                status.pod_ip = None;
+                status.conditions = Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "False".into(),
+                    ..PodCondition::default()
+                }]);
+            }
             self.api.insert(&pod);
+        }
+    }
+
+    /// Reconciles until the set is Ready (placement and replica sync take a few rounds),
+    /// waiting for the nodes between rounds; panics after 30 s.
+    async fn until_ready(&self) {
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            self.reconcile().await;
+            if self.set().status.and_then(|s| s.phase) == Some(Phase::Ready) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "not Ready in time: {:?}",
+                self.set().status
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
@@ -183,7 +206,8 @@ async fn create_adds_the_finalizer_then_applies_every_owned_object_and_status() 
             c.query
         );
     }
-    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(5)));
+    // No partition is placed before the nodes answer: it looks again soon.
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(1)));
 
     let sts: StatefulSet = h.api.get(NS, NAME).unwrap();
     let owner = &sts.metadata.owner_references.unwrap()[0];
@@ -214,27 +238,24 @@ async fn an_unchanged_set_causes_no_writes_at_all() {
         "a second look at an unchanged set wrote"
     );
 
-    h.add_pods(&[true, true, true]);
-    let (action, writes) = h.reconcile().await;
-    assert_eq!(
-        writes,
-        ["APPLY replicatedpartitionsets/orders/status", "POST events"]
-    );
-    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
-    assert_eq!(h.set().status.unwrap().phase, Some(Phase::Ready));
-    assert_eq!(h.set().status.unwrap().ready_nodes, 3);
+    h.add_pods(&[true, true, true]).await;
+    h.until_ready().await;
+    let status = h.set().status.unwrap();
+    assert_eq!(status.ready_nodes, 3);
+    assert_eq!(status.partitions.len(), 16, "every partition is placed");
 
     for _ in 0..3 {
-        let (_, writes) = h.reconcile().await;
+        let (action, writes) = h.reconcile().await;
         assert_eq!(writes, Vec::<String>::new(), "a ready, unchanged set wrote");
+        assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
     }
 }
 
 #[tokio::test]
 async fn a_spec_change_applies_only_what_it_changes_and_records_it() {
     let h = Harness::created("nodes: 3").await;
-    h.add_pods(&[true, true, true]);
-    h.reconcile().await;
+    h.add_pods(&[true, true, true]).await;
+    h.until_ready().await;
 
     h.edit_spec(|s| s["nodes"] = json!(5));
     h.api.take_calls();
@@ -469,9 +490,9 @@ async fn an_object_of_the_same_name_that_is_not_the_sets_is_never_taken_over() {
 }
 
 #[tokio::test]
-async fn ready_waits_until_every_pod_runs_the_statefulsets_current_revision() {
-    let h = Harness::created("nodes: 3").await;
-    h.add_pods(&[true, true, true]);
+async fn a_template_change_rolls_one_pod_at_a_time_after_moving_its_primaries_away() {
+    let h = Harness::created("nodes: 3\npartitions: 6").await;
+    h.add_pods(&[true, true, true]).await;
     let revision = |rev: &str| {
         let rev = rev.to_string();
         h.api.edit::<StatefulSet>(NS, NAME, move |sts| {
@@ -479,18 +500,15 @@ async fn ready_waits_until_every_pod_runs_the_statefulsets_current_revision() {
                 "currentRevision": "orders-old", "updateRevision": rev});
         });
     };
-    let pods_at = |rev: &str| {
-        for i in 0..3 {
-            let rev = rev.to_string();
-            h.api.edit::<Pod>(NS, &format!("{NAME}-{i}"), move |pod| {
-                pod["metadata"]["labels"]["controller-revision-hash"] = json!(rev)
-            });
-        }
+    let pod_at = |i: usize, rev: &str| {
+        let rev = rev.to_string();
+        h.api.edit::<Pod>(NS, &format!("{NAME}-{i}"), move |pod| {
+            pod["metadata"]["labels"]["controller-revision-hash"] = json!(rev)
+        });
     };
     revision("orders-old");
-    pods_at("orders-old");
-    h.reconcile().await;
-    assert_eq!(h.set().status.unwrap().phase, Some(Phase::Ready));
+    (0..3).for_each(|i| pod_at(i, "orders-old"));
+    h.until_ready().await;
 
     // The image changed: the StatefulSet's template moved on, the pods did not (OnDelete).
     revision("orders-new");
@@ -503,9 +521,58 @@ async fn ready_waits_until_every_pod_runs_the_statefulsets_current_revision() {
         "{message}"
     );
 
-    pods_at("orders-new");
-    h.reconcile().await;
-    assert_eq!(h.set().status.unwrap().phase, Some(Phase::Ready));
+    // The operator deletes one pod at a time; the test plays the StatefulSet controller and
+    // the kubelet, recreating a deleted pod from the new revision with its node restarted on
+    // its own data.
+    let mut restarted = Vec::new();
+    let mut rolling_events = 0;
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        h.api.take_calls();
+        reconcile(Arc::new(h.set()), h.ctx.clone()).await.unwrap();
+        rolling_events += h
+            .events()
+            .iter()
+            .filter(|(_, reason)| reason == "RollingUpdate")
+            .count();
+        let status = h.set().status.unwrap();
+        let missing: Vec<usize> = (0..3)
+            .filter(|i| h.api.get::<Pod>(NS, &format!("{NAME}-{i}")).is_none())
+            .collect();
+        assert!(
+            missing.len() <= 1,
+            "more than one pod down at once: {missing:?}"
+        );
+        for &i in &missing {
+            let name = format!("{NAME}-{i}");
+            assert!(
+                status
+                    .partitions
+                    .iter()
+                    .all(|p| p.primary.as_deref() != Some(&name)),
+                "{name} was deleted while primary of something: {:?}",
+                status.partitions
+            );
+            let mut nodes = h.nodes.lock().await;
+            nodes.kill(i);
+            nodes.start(i).await;
+            h.api.insert(&nodes.pod(i));
+            drop(nodes);
+            pod_at(i, "orders-new");
+            restarted.push(i);
+        }
+        if status.phase == Some(Phase::Ready) && restarted.len() == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the rollout did not finish: restarted {restarted:?}, status {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(restarted, [2, 1, 0], "highest ordinal first, each once");
+    // Events of one reason are aggregated into a series after the first, as kube's recorder does.
+    assert!(rolling_events >= 1, "no RollingUpdate event");
 }
 
 #[tokio::test]

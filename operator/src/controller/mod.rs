@@ -2,18 +2,20 @@
 //! wrapped in a finalizer, validates the spec, applies the owned objects, observes the pods and
 //! writes status by server-side apply.
 //!
-//! The order follows DESIGN.md ("Operator"): validate, apply, observe, (plan and act arrive with
-//! the planner), status. Every step reads the world afresh, so running a reconcile twice changes
+//! The order follows DESIGN.md ("Operator"): validate, apply, observe, plan, act, status. The
+//! node pollers of [`crate::health`] trigger reconciles when a node changes. Every step reads the world afresh, so running a reconcile twice changes
 //! nothing and killing the operator anywhere is safe (invariant 6). An unchanged set causes no
 //! writes at all: objects and status are compared before they are applied.
 
 mod apply;
+mod partitions;
 mod reconcile;
 
 pub use apply::{APPLIED_HASH_ANNOTATION, Change};
 pub use reconcile::{error_policy, reconcile};
 
 use crate::error::Result;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::resources::SET_LABEL;
 use futures::StreamExt;
@@ -40,6 +42,12 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// This operator replica's name, shown as the reporting instance of Events.
     pub instance: String,
+    /// The gRPC port the operator reaches node pods on (at their pod IP).
+    pub node_grpc_port: u16,
+    /// The RESP port of node pods, advertised in the partition map.
+    pub node_resp_port: u16,
+    /// How often every node's Admin status is polled.
+    pub poll_interval: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -48,6 +56,9 @@ impl Default for Settings {
             default_image: format!("partita/partita-node:{}", env!("CARGO_PKG_VERSION")),
             namespace: None,
             instance: "partita-operator".into(),
+            node_grpc_port: crate::resources::ports::GRPC as u16,
+            node_resp_port: crate::resources::ports::RESP as u16,
+            poll_interval: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -64,6 +75,10 @@ pub struct Context {
     pub settings: Settings,
     /// Consecutive failures per set, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ReplicatedPartitionSet>, u32>>,
+    /// What the node pollers have seen.
+    pub health: Arc<Health>,
+    /// The pollers' reconcile triggers, taken once by [`run`].
+    triggers: Mutex<Option<tokio::sync::mpsc::Receiver<ObjectRef<ReplicatedPartitionSet>>>>,
 }
 
 impl Context {
@@ -73,12 +88,15 @@ impl Context {
             controller: crate::resources::FIELD_MANAGER.into(),
             instance: Some(settings.instance.clone()),
         };
+        let (health, triggers) = Health::new();
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             settings,
             failures: Mutex::new(HashMap::new()),
+            health,
+            triggers: Mutex::new(Some(triggers)),
         })
     }
 
@@ -123,7 +141,18 @@ pub async fn run(
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=partita-operator");
     let pods = watcher::Config::default()
         .labels(&format!("{SET_LABEL},app.kubernetes.io/name=partita-node"));
+    let triggers = ctx
+        .triggers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let triggers = futures::stream::unfold(triggers, |rx| async move {
+        let mut rx = rx?;
+        let set = rx.recv().await?;
+        Some((set, Some(rx)))
+    });
     Controller::new(sets, watcher::Config::default().any_semantic())
+        .reconcile_on(triggers)
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
@@ -133,7 +162,7 @@ pub async fn run(
             Some(ObjectRef::new(&set).within(&pod.namespace()?))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|result| async move {
             match result {
                 Ok((set, _)) => tracing::debug!(set = %set, "reconciled"),
@@ -141,5 +170,6 @@ pub async fn run(
             }
         })
         .await;
+    ctx.health.stop_all();
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use super::Context;
 use super::apply::{Change, ensure, owned_by_same, stamp};
+use super::partitions;
 use crate::backoff;
 use crate::error::{Error, Result};
 use crate::resources::{self, FIELD_MANAGER, FINALIZER, Names, SET_LABEL};
@@ -26,6 +27,9 @@ use std::time::Duration;
 /// The reason of a problem where an owned object's name is taken by something else.
 const NAME_CONFLICT: &str = "NameConflict";
 const REQUEUE_UNHEALTHY: Duration = Duration::from_secs(5);
+/// How soon a set with partition work in flight (a failover, a move, a node call that failed)
+/// is looked at again; the node pollers usually trigger sooner.
+const REQUEUE_BUSY: Duration = Duration::from_secs(1);
 /// How often a healthy set is looked at anyway (watches normally trigger sooner).
 const REQUEUE_HEALTHY: Duration = Duration::from_secs(300);
 
@@ -98,6 +102,20 @@ async fn apply(rps: &ReplicatedPartitionSet, ctx: &Context, namespace: &str) -> 
     // API server would refuse every object, and the set would retry forever without a word.
     let bad_name = validate::name_problem(&name);
     let name_ok = bad_name.is_none();
+    // The cache may lag behind this operator's own last status write; the partition map must
+    // be planned from the latest one (its writes are guarded by resourceVersion anyway).
+    let fresh = match name_ok {
+        true => {
+            Api::<ReplicatedPartitionSet>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(&name)
+                .await?
+        }
+        false => Some(rps.clone()),
+    };
+    let Some(fresh) = fresh else {
+        return Ok(Action::await_change());
+    };
+    let rps = &fresh;
     let live = match bad_name {
         None => read(ctx, namespace, &names).await?,
         Some(_) => Live::default(),
@@ -116,6 +134,7 @@ async fn apply(rps: &ReplicatedPartitionSet, ctx: &Context, namespace: &str) -> 
     };
 
     let mut applied = Applied::default();
+    let checked_valid = checked.as_ref().ok().cloned();
     let problems = match checked {
         Ok(valid) if !rps.spec.paused => {
             applied = apply_owned(rps, ctx, namespace, &valid, &live).await?;
@@ -144,12 +163,26 @@ async fn apply(rps: &ReplicatedPartitionSet, ctx: &Context, namespace: &str) -> 
         Vec::new()
     };
     let observed_conflict = problems.iter().any(|p| p.reason == NAME_CONFLICT);
-    let observed = observe(rps, problems, applied, &pods, live.statefulset.as_ref());
-    let next = write_status(rps, ctx, namespace, &observed).await?;
+    let act_on = match &checked_valid {
+        Some(valid) if problems.is_empty() && !rps.spec.paused => Some(valid),
+        _ => None,
+    };
+    let mut observed = observe(rps, problems, applied, &pods, live.statefulset.as_ref());
+    let mut resource_version = rps.resource_version();
+    let mut busy = false;
+    if let Some(valid) = act_on {
+        let outcome =
+            partitions::manage(rps, ctx, namespace, valid, &pods, &observed.outdated).await?;
+        observed.partitions = Some(outcome.partitions);
+        resource_version = outcome.resource_version;
+        busy = outcome.busy;
+    }
+    let next = write_status(rps, ctx, namespace, &observed, resource_version).await?;
 
     let set = ObjectRef::from_obj(rps);
     ctx.succeeded(&set);
     Ok(match next.phase {
+        _ if busy => Action::requeue(REQUEUE_BUSY),
         Some(Phase::Ready) => Action::requeue(REQUEUE_HEALTHY),
         // Nothing to do until the user changes the spec.
         // A conflicting object can go without the set changing: look again.
@@ -179,6 +212,8 @@ async fn apply_owned(
     live: &Live,
 ) -> Result<Applied> {
     let mut desired = resources::desired(rps, valid)?;
+    // Scale-down drains first: the StatefulSet keeps the pods that still hold copies.
+    desired.statefulset.spec.replicas = Some(partitions::statefulset_replicas(rps));
     stamp(&mut desired.config_map)?;
     stamp(&mut desired.peer_service)?;
     stamp(&mut desired.client_service)?;
@@ -329,7 +364,7 @@ fn outdated(pod: &Pod, statefulset: Option<&StatefulSet>) -> bool {
     matches!((current, running), (Some(c), Some(r)) if c != r)
 }
 
-fn is_ready(pod: &Pod) -> bool {
+pub(super) fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -343,15 +378,19 @@ async fn write_status(
     ctx: &Context,
     namespace: &str,
     observed: &Observed,
+    resource_version: Option<String>,
 ) -> Result<ReplicatedPartitionSetStatus> {
     let now = Time(jiff::Timestamp::now());
     let previous = rps.status.as_ref();
     let next = status::compute(previous, observed, &now);
     if !previous.is_some_and(|p| status::same(p, &next)) {
         let sets: Api<ReplicatedPartitionSet> = Api::namespaced(ctx.client.clone(), namespace);
+        // Guarded by the resourceVersion read at the start (or written by the map record): a
+        // status computed from an older object must not overwrite a newer map.
         let patch = serde_json::json!({
             "apiVersion": partita_api::GROUP.to_string() + "/" + partita_api::VERSION,
             "kind": "ReplicatedPartitionSet",
+            "metadata": {"resourceVersion": resource_version},
             "status": next,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -374,7 +413,7 @@ async fn write_status(
 
 /// Records an Event on the set. A failure to record is logged, not fatal: Events are a
 /// courtesy, and failing the reconcile over one would redo work that succeeded.
-async fn publish(
+pub(super) async fn publish(
     rps: &ReplicatedPartitionSet,
     ctx: &Context,
     type_: kube::runtime::events::EventType,
@@ -424,6 +463,7 @@ async fn cleanup(rps: &ReplicatedPartitionSet, ctx: &Context, namespace: &str) -
         message,
     )
     .await;
+    ctx.health.forget(&ObjectRef::from_obj(rps));
     ctx.succeeded(&ObjectRef::from_obj(rps));
     Ok(Action::await_change())
 }

@@ -54,7 +54,9 @@ impl fmt::Display for NoCandidate {
     }
 }
 
-/// The replica to promote for a partition of `copies` copies whose primary is lost.
+/// The replica to promote for a partition configured with `copies` copies (QUORUM is a majority
+/// of it) whose primary is lost. `replicas` are every other copy in the map; during a move there
+/// is one more of them than usual, and the quorum check counts it.
 pub fn choose(
     replicas: &[Replica],
     copies: usize,
@@ -66,7 +68,9 @@ pub fn choose(
     }
     if require_quorum {
         let majority = copies / 2 + 1;
-        let needed = copies.saturating_sub(majority) + 1;
+        // Every copy that exists, the lost primary included, may hold the write.
+        let existing = copies.max(replicas.len() + 1);
+        let needed = existing.saturating_sub(majority) + 1;
         if reachable.len() < needed {
             return Err(NoCandidate::TooFewForQuorum {
                 reachable: reachable.len(),

@@ -4,9 +4,11 @@
 //!
 //! - [`failover`]: which replica replaces a lost primary, or why none may.
 //! - [`placement`]: the map a set should converge to, with as few changes as possible.
+//! - [`plan`]: the next map to record and the node calls that carry it out.
 
 pub mod failover;
 pub mod placement;
+pub mod plan;
 
 /// Where one partition's copies live: the partition map's entry, as the planner sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 //!   `resourceVersion`), DELETE and DELETE of a collection;
 //! - PATCH as server-side apply (create or merge; the `status` subresource only touches
 //!   status), as JSON patch (with `test` operations, as the finalizer helper sends) and as JSON
-//!   merge patch (as Event series updates send);
+//!   merge patch (as Event series updates send); a `resourceVersion` in a patch is a
+//!   precondition (409 Conflict when stale), as for the operator's guarded status writes;
 //! - every write bumps `resourceVersion`; a spec change bumps `metadata.generation`;
 //! - DELETE of an object with finalizers only sets `deletionTimestamp`; the object goes when a
 //!   patch removes its last finalizer;
@@ -25,6 +26,8 @@
 //! decision is recorded ([`FakeApi::accesses`]).
 
 #![allow(dead_code)]
+
+pub mod nodes;
 
 use http::{Request, Response, StatusCode};
 use kube::Client;
@@ -751,6 +754,19 @@ impl FakeApi {
             }
             (None, _, _) => return not_found(route, name),
         };
+        // A resourceVersion in a patch is a precondition, as on the real API server.
+        if let Some(sent) = patch["metadata"]["resourceVersion"].as_str()
+            && Some(sent) != obj["metadata"]["resourceVersion"].as_str()
+        {
+            return status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+                    route.plural
+                ),
+            );
+        }
         let before = obj.clone();
         match (content_type, subresource) {
             ("application/apply-patch+yaml", Some("status")) => {
@@ -1113,6 +1129,32 @@ impl FakeApi {
     }
 }
 
+impl FakeApi {
+    /// Like [`FakeApi::kubeconfig`], but the context's namespace is `namespace`, and the file is
+    /// `kubeconfig-<namespace>` in `dir`.
+    pub fn kubeconfig_in_namespace(
+        addr: std::net::SocketAddr,
+        dir: &std::path::Path,
+        namespace: &str,
+    ) -> std::path::PathBuf {
+        let path = dir.join(format!("kubeconfig-{namespace}"));
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {namespace}\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+        );
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    /// The value of annotation `key` on the stored object of type `K`, if both exist.
+    pub fn annotation<K>(&self, namespace: &str, name: &str, key: &str) -> Option<String>
+    where
+        K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    {
+        let obj: K = self.get(namespace, name)?;
+        obj.meta().annotations.as_ref()?.get(key).cloned()
+    }
+}
+
 /// `GET path` on 127.0.0.1:`port`: the status code and body, or `None` if unreachable.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -1162,6 +1204,29 @@ impl Process {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Process {
+    /// Waits up to `deadline` for the process to exit by itself, and returns its exit status.
+    pub async fn wait(&mut self, deadline: std::time::Duration) -> std::process::ExitStatus {
+        let pid = self.0.id();
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "process {pid} did not exit within {deadline:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
     }
 }
 

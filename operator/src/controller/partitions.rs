@@ -1,0 +1,621 @@
+//! The partition side of a reconcile: observe the nodes, ask the planner, record its map, carry
+//! out its node calls.
+//!
+//! The order is what makes it safe to kill the operator anywhere (DESIGN.md, invariant 6):
+//! the planner's map is written to status first, guarded by the resourceVersion the plan was
+//! computed from, so two operators (or a stale cache) cannot both record a change of primary;
+//! only then are nodes called. A call that fails is retried by the next plan, which starts from
+//! what the nodes then report.
+
+use super::Context;
+use crate::error::{Error, Result};
+use crate::health::{NodeHealth, Targets};
+use crate::nodes::{self, NodeConn, STATUS_TIMEOUT};
+use crate::planner::Copies;
+use crate::planner::plan::{self, Action, Current, Desired, Entry, Move, Plan, Reason};
+use crate::requests;
+use crate::resources::FIELD_MANAGER;
+use crate::status::Partitions;
+use crate::validate::Valid;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use partita_api::{
+    FailoverRecord, PartitionMove, PartitionStatus, REBALANCE_ANNOTATION, ReplicaLag,
+    ReplicatedPartitionSet, SWITCHOVER_ANNOTATION, SwitchoverStatus,
+};
+use partita_node::proto::{NodeAddress, PartitionRoute, PrimaryRole, Topology};
+use partita_node::slot::SlotMap;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// What the partition step hands to the status.
+pub(super) struct Outcome {
+    /// The partition side of the status.
+    pub partitions: Partitions,
+    /// The resourceVersion after the map was recorded, for the status write that follows.
+    pub resource_version: Option<String>,
+    /// Whether to look again soon (something is in flight).
+    pub busy: bool,
+}
+
+/// The StatefulSet size the recorded map needs: `nodes`, or more while higher pods still hold
+/// copies that are being drained.
+pub(super) fn statefulset_replicas(rps: &ReplicatedPartitionSet) -> i32 {
+    let highest = rps
+        .status
+        .iter()
+        .flat_map(|s| s.partitions.iter())
+        .flat_map(|p| p.primary.iter().chain(p.replicas.iter()))
+        .filter_map(|n| plan::ordinal(n))
+        .max();
+    let needed = highest.map_or(0, |h| h as i32 + 1);
+    rps.spec.nodes.max(needed)
+}
+
+/// Observes, plans, records and acts for one set.
+pub(super) async fn manage(
+    rps: &ReplicatedPartitionSet,
+    ctx: &Context,
+    namespace: &str,
+    valid: &Valid,
+    pods: &[Pod],
+    outdated: &[String],
+) -> Result<Outcome> {
+    let set = ObjectRef::from_obj(rps);
+    let name = rps.name_any();
+    let addresses: BTreeMap<String, String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_ref()?;
+            Some((
+                p.name_any(),
+                format!("{ip}:{}", ctx.settings.node_grpc_port),
+            ))
+        })
+        .collect();
+    ctx.health.watch(
+        set.clone(),
+        Targets {
+            addresses: addresses.clone(),
+            interval: ctx.settings.poll_interval,
+            window: valid.detection_window,
+        },
+    );
+    let health = ctx.health.poll_now(&set).await;
+    let now = ctx.health.now_ms();
+
+    let status = rps.status.clone().unwrap_or_default();
+    let current = current(&status.partitions, status.map_version);
+    let switchover_value = rps.annotations().get(SWITCHOVER_ANNOTATION).cloned();
+    let switchover_open = switchover_value.as_ref().filter(|v| {
+        status
+            .switchover
+            .as_ref()
+            .is_none_or(|s| s.request != **v || s.state == "Pending")
+    });
+    let mut refused = None;
+    let switchover = match switchover_open.map(|v| requests::parse_switchover(v)) {
+        Some(Ok((partition, pod))) => Some((partition as usize, pod)),
+        Some(Err(e)) => {
+            refused = Some(e.to_string());
+            None
+        }
+        None => None,
+    };
+    let rebalance_request = rps.annotations().get(REBALANCE_ANNOTATION).cloned();
+    let rebalance_asked = rebalance_request
+        .as_ref()
+        .is_some_and(|r| status.rebalance_handled.as_ref() != Some(r));
+    let desired = Desired {
+        nodes: rps.spec.nodes.max(0) as usize,
+        partitions: rps.spec.partitions.max(0) as usize,
+        replication_factor: rps.spec.replication_factor.max(1) as usize,
+        failover: rps.spec.failover.enabled,
+        require_quorum: rps.spec.failover.require_quorum,
+        detection_window_ms: valid.detection_window.as_millis() as u64,
+        max_concurrent_moves: rps.spec.rebalance.max_concurrent_moves.max(1) as usize,
+        rebalance: rps.spec.rebalance.auto || rebalance_asked,
+        min_in_sync_replicas: rps.spec.replication.min_in_sync_replicas.max(0) as u32,
+        switchover,
+    };
+    let observed = observe(&name, pods, outdated, &current, &health);
+    let plan = plan::plan(&desired, &observed, &current, now);
+
+    let mut parts = partitions(&plan, &observed);
+    parts.rebalance_handled = match rebalance_request {
+        Some(r) if rebalance_asked && parts.moves_done() => Some(r),
+        _ => status.rebalance_handled.clone(),
+    };
+    parts.switchover = switchover_status(switchover_open, refused, &plan);
+
+    // Record first.
+    let mut resource_version = rps.resource_version();
+    if plan.version != current.version {
+        let patch = serde_json::json!({
+            "apiVersion": format!("{}/{}", partita_api::GROUP, partita_api::VERSION),
+            "kind": "ReplicatedPartitionSet",
+            "metadata": {"resourceVersion": resource_version},
+            "status": {
+                "partitions": parts.entries,
+                "mapVersion": parts.map_version,
+                "switchover": parts.switchover,
+            },
+        });
+        let sets: Api<ReplicatedPartitionSet> = Api::namespaced(ctx.client.clone(), namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let written = sets
+            .patch_status(&name, &params, &Patch::Apply(&patch))
+            .await?;
+        resource_version = written.resource_version();
+    }
+
+    // Then act.
+    let addresses = node_addresses(&health, &addresses, ctx.settings.node_resp_port);
+    let started = Instant::now();
+    for t in &plan.takeovers {
+        let (reason, note) = if t.planned {
+            ("SwitchoverStarted", "switching over")
+        } else {
+            ("FailoverStarted", "failing over")
+        };
+        super::reconcile::publish(
+            rps,
+            ctx,
+            if t.planned {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason,
+            "Promote",
+            format!(
+                "partition {}: {note} from {} to {} at epoch {}",
+                t.partition,
+                t.from.as_deref().unwrap_or("(none)"),
+                t.to,
+                t.epoch
+            ),
+        )
+        .await;
+    }
+    for (p, from, to, started) in &plan.moves {
+        let (reason, verb) = if *started {
+            ("MoveStarted", "moving")
+        } else {
+            ("MoveCompleted", "moved")
+        };
+        super::reconcile::publish(
+            rps,
+            ctx,
+            EventType::Normal,
+            reason,
+            "Move",
+            format!("partition {p}: {verb} a copy from {from} to {to}"),
+        )
+        .await;
+    }
+    let mut errors = Vec::new();
+    let mut promoted = Vec::new();
+    for action in &plan.actions {
+        match act(ctx, rps, namespace, &desired, &plan, &addresses, action).await {
+            Ok(()) => {
+                if let Action::Promote {
+                    partition, node, ..
+                } = action
+                {
+                    promoted.push((*partition, node.clone(), started.elapsed()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(set = %name, error = %e, ?action, "node call failed");
+                ctx.metrics.node_call_failed(action_label(action));
+                errors.push(e);
+            }
+        }
+    }
+    for t in &plan.takeovers {
+        let Some((_, _, took)) = promoted
+            .iter()
+            .find(|(p, n, _)| *p == t.partition && *n == t.to)
+        else {
+            continue;
+        };
+        let kind = if t.planned { "switchover" } else { "failover" };
+        ctx.metrics.failover(kind, took.as_secs_f64());
+        parts.last_failover = Some(FailoverRecord {
+            partition: t.partition as i32,
+            from: t.from.clone().unwrap_or_default(),
+            to: t.to.clone(),
+            epoch: t.epoch as i64,
+            duration_millis: took.as_millis() as i64,
+            time: Time(jiff::Timestamp::now()),
+            planned: t.planned,
+        });
+        super::reconcile::publish(
+            rps,
+            ctx,
+            EventType::Normal,
+            if t.planned {
+                "SwitchoverCompleted"
+            } else {
+                "FailoverCompleted"
+            },
+            "Promote",
+            format!(
+                "partition {}: {} is primary at epoch {} after {} ms",
+                t.partition,
+                t.to,
+                t.epoch,
+                took.as_millis()
+            ),
+        )
+        .await;
+    }
+    let busy = !plan.actions.is_empty()
+        || !plan.failing_over.is_empty()
+        || !parts.unhealthy.is_empty()
+        || !errors.is_empty();
+    Ok(Outcome {
+        partitions: parts,
+        resource_version,
+        busy,
+    })
+}
+
+fn action_label(action: &Action) -> &'static str {
+    match action {
+        Action::Promote { .. } => "promote",
+        Action::Follow { .. } => "follow",
+        Action::Drop { .. } => "drop",
+        Action::DeletePod { .. } => "delete_pod",
+        Action::PushTopology { .. } => "set_topology",
+    }
+}
+
+/// Carries out one node call.
+async fn act(
+    ctx: &Context,
+    rps: &ReplicatedPartitionSet,
+    namespace: &str,
+    desired: &Desired,
+    plan: &Plan,
+    addresses: &BTreeMap<String, NodeAddress>,
+    action: &Action,
+) -> Result<()> {
+    let connect = async |node: &str| {
+        let addr = addresses.get(node).ok_or_else(|| Error::Node {
+            node: node.to_string(),
+            message: "no address known (pod without an IP)".into(),
+        })?;
+        NodeConn::connect(node, &addr.grpc_addr, STATUS_TIMEOUT).await
+    };
+    match action {
+        Action::Promote {
+            partition,
+            node,
+            epoch,
+            fence,
+            hosted,
+            reason,
+        } => {
+            let p = *partition as u32;
+            let mut min_offset = 0;
+            for (old, old_epoch) in fence {
+                let mut conn = connect(old).await?;
+                min_offset = min_offset.max(conn.fence(p, *old_epoch).await?);
+            }
+            let role = PrimaryRole {
+                replicas: Vec::new(),
+                copies: desired.replication_factor as u32,
+                min_in_sync_replicas: desired.min_in_sync_replicas,
+            };
+            connect(node)
+                .await?
+                .primary(p, *epoch, role, *hosted, min_offset)
+                .await?;
+            if *reason == Reason::Switchover || !fence.is_empty() {
+                // The fenced old primary follows at once rather than at the next plan.
+                if let Some(primary) = addresses.get(node) {
+                    for (old, _) in fence {
+                        connect(old)
+                            .await?
+                            .follow(p, *epoch, primary.clone())
+                            .await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Action::Follow {
+            partition,
+            node,
+            primary,
+            epoch,
+        } => {
+            let primary = addresses.get(primary).cloned().ok_or_else(|| Error::Node {
+                node: primary.clone(),
+                message: "no address known for the primary".into(),
+            })?;
+            connect(node)
+                .await?
+                .follow(*partition as u32, *epoch, primary)
+                .await
+        }
+        Action::Drop {
+            partition,
+            node,
+            epoch,
+        } => {
+            connect(node)
+                .await?
+                .drop_copy(*partition as u32, *epoch)
+                .await
+        }
+        Action::DeletePod { pod } => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            pods.delete(pod, &DeleteParams::default()).await?;
+            super::reconcile::publish(
+                rps,
+                ctx,
+                EventType::Normal,
+                "RollingUpdate",
+                "Restart",
+                format!("deleted {pod} so that it restarts with the new pod template"),
+            )
+            .await;
+            Ok(())
+        }
+        Action::PushTopology { node } => {
+            let topology = topology(desired, plan, addresses).map_err(|message| Error::Node {
+                node: node.clone(),
+                message,
+            })?;
+            connect(node).await?.set_topology(topology).await
+        }
+    }
+}
+
+/// The recorded map as the nodes' topology.
+fn topology(
+    desired: &Desired,
+    plan: &Plan,
+    addresses: &BTreeMap<String, NodeAddress>,
+) -> std::result::Result<Topology, String> {
+    let slots = SlotMap::new(desired.partitions as u32).map_err(|e| e.to_string())?;
+    let mut routes = Vec::with_capacity(plan.map.len());
+    for (p, e) in plan.map.iter().enumerate() {
+        let (start, end) = slots
+            .slot_range(p as u32)
+            .ok_or_else(|| format!("partition {p} has no slots"))?;
+        routes.push(PartitionRoute {
+            partition: p as u32,
+            slot_start: u32::from(start),
+            slot_end: u32::from(end),
+            primary: e.copies.primary.clone().unwrap_or_default(),
+            replicas: e.copies.replicas.clone(),
+            epoch: e.copies.epoch,
+        });
+    }
+    let named: std::collections::BTreeSet<&String> =
+        plan.map.iter().flat_map(|e| e.copies.nodes()).collect();
+    let mut nodes = Vec::new();
+    for n in named {
+        let addr = addresses
+            .get(n)
+            .ok_or_else(|| format!("no address known for {n}"))?;
+        nodes.push(addr.clone());
+    }
+    Ok(Topology {
+        version: plan.version,
+        partitions: desired.partitions as u32,
+        nodes,
+        routes,
+    })
+}
+
+/// Each node's addresses: what it advertises when it answered, else its pod IP and the set's
+/// ports.
+fn node_addresses(
+    health: &BTreeMap<String, NodeHealth>,
+    grpc: &BTreeMap<String, String>,
+    resp_port: u16,
+) -> BTreeMap<String, NodeAddress> {
+    grpc.iter()
+        .map(|(name, grpc_addr)| {
+            let advertised = health
+                .get(name)
+                .and_then(|h| h.status.as_ref())
+                .and_then(|s| s.node.clone())
+                .filter(|a| !a.grpc_addr.is_empty() && a.node_id == *name);
+            let fallback = || {
+                let host = grpc_addr.rsplit_once(':').map_or("", |(h, _)| h);
+                NodeAddress {
+                    node_id: name.clone(),
+                    grpc_addr: grpc_addr.clone(),
+                    resp_addr: format!("{host}:{resp_port}"),
+                }
+            };
+            (name.clone(), advertised.unwrap_or_else(fallback))
+        })
+        .collect()
+}
+
+/// The planner's view of the set's pods and nodes.
+fn observe(
+    name: &str,
+    pods: &[Pod],
+    outdated: &[String],
+    current: &Current,
+    health: &BTreeMap<String, NodeHealth>,
+) -> Vec<plan::Node> {
+    let mut names: BTreeMap<usize, String> = BTreeMap::new();
+    for p in pods {
+        let n = p.name_any();
+        if let Some(o) = plan::ordinal(&n).filter(|_| n.starts_with(name)) {
+            names.insert(o, n);
+        }
+    }
+    for e in &current.map {
+        for n in e.copies.nodes() {
+            if let Some(o) = plan::ordinal(n) {
+                names.entry(o).or_insert_with(|| n.clone());
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|(ordinal, n)| {
+            let pod = pods.iter().find(|p| p.name_any() == n);
+            let alive = pod.filter(|p| p.metadata.deletion_timestamp.is_none());
+            let h = health.get(&n).cloned().unwrap_or_default();
+            plan::Node {
+                ordinal,
+                pod: alive.is_some(),
+                ready: alive.is_some_and(super::reconcile::is_ready),
+                outdated: alive.is_some() && outdated.contains(&n),
+                reachable: h.reachable,
+                down_since_ms: h.down_since_ms,
+                copies: h.status.as_ref().map(nodes::copies).unwrap_or_default(),
+                topology_version: h.status.as_ref().map_or(0, |s| s.topology_version),
+                name: n,
+            }
+        })
+        .collect()
+}
+
+/// The recorded map in the planner's terms.
+fn current(partitions: &[PartitionStatus], version: i64) -> Current {
+    let mut map: Vec<Entry> = partitions
+        .iter()
+        .map(|p| Entry {
+            copies: Copies {
+                primary: p.primary.clone(),
+                replicas: p.replicas.clone(),
+                epoch: p.epoch.max(0) as u64,
+            },
+            in_sync: p.in_sync_replicas.clone(),
+            lag: p
+                .lag
+                .iter()
+                .map(|l| {
+                    (
+                        l.node.clone(),
+                        l.entries.max(0) as u64,
+                        l.millis.max(0) as u64,
+                    )
+                })
+                .collect(),
+            moving: p.moving.as_ref().map(|m| Move {
+                from: m.from.clone(),
+                to: m.to.clone(),
+            }),
+            message: p.message.clone(),
+        })
+        .collect();
+    // The map is indexed by partition id; a map with holes or out of order is not trusted.
+    if partitions.iter().enumerate().any(|(i, p)| p.id != i as i32) {
+        map.clear();
+    }
+    Current {
+        map,
+        version: version.max(0) as u64,
+    }
+}
+
+/// The planner's map as status entries, and what is not quiet.
+fn partitions(plan: &Plan, observed: &[plan::Node]) -> Partitions {
+    let entries: Vec<PartitionStatus> = plan
+        .map
+        .iter()
+        .enumerate()
+        .map(|(i, e)| PartitionStatus {
+            id: i as i32,
+            primary: e.copies.primary.clone(),
+            replicas: e.copies.replicas.clone(),
+            epoch: e.copies.epoch as i64,
+            in_sync_replicas: e.in_sync.clone(),
+            lag: e
+                .lag
+                .iter()
+                .map(|(node, entries, millis)| ReplicaLag {
+                    node: node.clone(),
+                    entries: *entries as i64,
+                    millis: *millis as i64,
+                })
+                .collect(),
+            moving: e.moving.as_ref().map(|m| PartitionMove {
+                from: m.from.clone(),
+                to: m.to.clone(),
+            }),
+            message: e.message.clone(),
+        })
+        .collect();
+    let reachable = |n: &str| observed.iter().any(|o| o.name == n && o.reachable);
+    let unplaced = plan.map.is_empty().then(|| {
+        (
+            0,
+            plan.unplaced
+                .clone()
+                .unwrap_or_else(|| "no partition placed yet".into()),
+        )
+    });
+    let unhealthy = plan
+        .map
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let why = if let Some(m) = &e.message {
+                m.clone()
+            } else if e.copies.primary.is_none() {
+                "no primary".into()
+            } else if e.copies.primary.as_deref().is_some_and(|p| !reachable(p)) {
+                "primary not answering".into()
+            } else if e.in_sync.len() < e.copies.replicas.len() {
+                let behind: Vec<&str> = e
+                    .copies
+                    .replicas
+                    .iter()
+                    .filter(|r| !e.in_sync.contains(r))
+                    .map(String::as_str)
+                    .collect();
+                format!("not in sync: {}", behind.join(", "))
+            } else {
+                return None;
+            };
+            Some((i, why))
+        })
+        .chain(unplaced)
+        .collect();
+    Partitions {
+        entries,
+        map_version: plan.version as i64,
+        failing_over: plan.failing_over.clone(),
+        unhealthy,
+        rolling: plan.rolling.clone(),
+        ..Partitions::default()
+    }
+}
+
+fn switchover_status(
+    open: Option<&String>,
+    refused: Option<String>,
+    plan: &Plan,
+) -> Option<SwitchoverStatus> {
+    let request = open?.clone();
+    let (state, message) = match (refused, &plan.switchover) {
+        (Some(why), _) => ("Refused", Some(why)),
+        (None, Some(plan::SwitchoverState::Done)) => ("Done", None),
+        (None, Some(plan::SwitchoverState::Refused(why))) => ("Refused", Some(why.clone())),
+        (None, _) => ("Pending", None),
+    };
+    Some(SwitchoverStatus {
+        request,
+        state: state.into(),
+        message,
+    })
+}

@@ -122,6 +122,14 @@ pub(super) async fn manage(
         rebalance: rps.spec.rebalance.auto || rebalance_asked,
         min_in_sync_replicas: rps.spec.replication.min_in_sync_replicas.max(0) as u32,
         switchover,
+        pinned: status
+            .switchover
+            .as_ref()
+            .filter(|s| s.state == "Done")
+            .and_then(|s| requests::parse_switchover(&s.request).ok())
+            .map(|(p, pod)| (p as usize, pod))
+            .into_iter()
+            .collect(),
     };
     let observed = observe(&name, pods, outdated, &current, &health);
     let plan = plan::plan(&desired, &observed, &current, now);

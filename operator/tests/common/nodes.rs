@@ -125,7 +125,7 @@ impl Nodes {
                 "always",
             ])
             .env("PARTITA_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn")
+            .env("PARTITA_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()

@@ -20,7 +20,7 @@ pub mod defaults {
     /// Volume size per node.
     pub const STORAGE_SIZE: &str = "1Gi";
     /// How long a primary must be unreachable before it is replaced.
-    pub const DETECTION_WINDOW: &str = "5s";
+    pub const DETECTION_WINDOW: &str = "3s";
     /// Moves in flight during a rebalance.
     pub const MAX_CONCURRENT_MOVES: i32 = 1;
     /// Bytes of log kept for partial resync, per partition: 64 MiB.

@@ -76,7 +76,7 @@ fn the_minimal_example_takes_the_documented_defaults() {
     assert!(set.spec.failover.enabled && set.spec.failover.require_quorum);
     assert_eq!(
         partita_api::parse_duration(&set.spec.failover.detection_window).ok(),
-        Some(std::time::Duration::from_secs(5))
+        Some(std::time::Duration::from_secs(3))
     );
     assert!(!set.spec.paused);
 }

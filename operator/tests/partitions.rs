@@ -574,3 +574,53 @@ async fn with_require_quorum_a_failover_that_could_lose_writes_waits_and_says_wh
         .unwrap();
     assert_eq!(failing.status, "True", "{failing:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_anywhere_in_a_scale_up_converges_with_every_copy_kept() {
+    let spec = "nodes: 3\npartitions: 6\nreplicationFactor: 2\nrebalance: {maxConcurrentMoves: 2}";
+    let mut c = Cluster::new(3, spec).await;
+    c.ready().await;
+    let client = c.client().await;
+    for k in 0..200 {
+        client
+            .put(put(&format!("key:{k}"), &format!("v{k}")))
+            .await
+            .unwrap();
+    }
+    c.api
+        .edit::<ReplicatedPartitionSet>(NS, NAME, |o| o["spec"]["nodes"] = json!(4));
+    for round in 0..12u64 {
+        c.kill_operator();
+        c.start_operator();
+        let until = tokio::time::Instant::now() + Duration::from_millis(100 + 41 * round);
+        while tokio::time::Instant::now() < until {
+            c.follow_statefulset().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_single_primaries(&c).await;
+        for p in &c.status().partitions {
+            let copies = p.replicas.len() + usize::from(p.primary.is_some());
+            let want = if p.moving.is_some() { 3 } else { 2 };
+            assert_eq!(copies, want, "partition {}: {p:?}", p.id);
+        }
+    }
+    c.until("the set rebalanced over 4 nodes", |s| {
+        s.phase == Some(Phase::Ready)
+            && s.partitions.iter().any(|p| {
+                p.primary.as_deref() == Some("orders-3")
+                    || p.replicas.iter().any(|r| r == "orders-3")
+            })
+    })
+    .await;
+    for p in &c.status().partitions {
+        assert_eq!(p.replicas.len(), 1, "partition {}: {p:?}", p.id);
+    }
+    for k in 0..200 {
+        assert_eq!(
+            read(&client, &format!("key:{k}")).await.unwrap(),
+            format!("v{k}").into_bytes()
+        );
+    }
+    c.assert_copies_agree().await;
+    println!("SCENARIO operator-restart-scale ok restarts=12 lost_acked=0");
+}

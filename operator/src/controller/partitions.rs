@@ -43,17 +43,19 @@ pub(super) struct Outcome {
 }
 
 /// The StatefulSet size the recorded map needs: `nodes`, or more while higher pods still hold
-/// copies that are being drained.
-pub(super) fn statefulset_replicas(rps: &ReplicatedPartitionSet) -> i32 {
-    let highest = rps
-        .status
-        .iter()
-        .flat_map(|s| s.partitions.iter())
+/// copies that are being drained, and never fewer than `live` while some partition has no
+/// primary (a pod that does not answer may hold it).
+pub(super) fn statefulset_replicas(rps: &ReplicatedPartitionSet, live: Option<i32>) -> i32 {
+    let partitions = rps.status.iter().flat_map(|s| s.partitions.iter());
+    let highest = partitions
+        .clone()
         .flat_map(|p| p.primary.iter().chain(p.replicas.iter()))
         .filter_map(|n| plan::ordinal(n))
         .max();
     let needed = highest.map_or(0, |h| h as i32 + 1);
-    rps.spec.nodes.max(needed)
+    let incomplete = partitions.clone().any(|p| p.primary.is_none());
+    let keep = if incomplete { live.unwrap_or(0) } else { 0 };
+    rps.spec.nodes.max(needed).max(keep)
 }
 
 /// Observes, plans, records and acts for one set.

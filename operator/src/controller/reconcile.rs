@@ -213,7 +213,8 @@ async fn apply_owned(
 ) -> Result<Applied> {
     let mut desired = resources::desired(rps, valid)?;
     // Scale-down drains first: the StatefulSet keeps the pods that still hold copies.
-    desired.statefulset.spec.replicas = Some(partitions::statefulset_replicas(rps));
+    let live_replicas = live.statefulset.as_ref().and_then(|s| s.spec.replicas);
+    desired.statefulset.spec.replicas = Some(partitions::statefulset_replicas(rps, live_replicas));
     stamp(&mut desired.config_map)?;
     stamp(&mut desired.peer_service)?;
     stamp(&mut desired.client_service)?;

@@ -15,7 +15,7 @@ pub mod plan;
 pub struct Copies {
     /// The node (pod name) that is primary; `None` while the partition has none.
     pub primary: Option<String>,
-    /// The nodes holding replicas, sorted, never including the primary.
+    /// The nodes holding replicas, in the set's order (pod ordinal), never including the primary.
     pub replicas: Vec<String>,
     /// The partition's epoch.
     pub epoch: u64,

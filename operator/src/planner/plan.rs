@@ -44,6 +44,9 @@ pub struct Desired {
     pub min_in_sync_replicas: u32,
     /// A switchover requested by annotation: partition and target node.
     pub switchover: Option<(usize, String)>,
+    /// Primaries a user chose (the last switchover done on request): rebalancing leaves them
+    /// where they are rather than undo the user's choice.
+    pub pinned: Vec<(usize, String)>,
 }
 
 /// A node's role for one partition, as it reported it.
@@ -361,7 +364,9 @@ pub fn plan(desired: &Desired, observed: &[Node], current: &Current, now_ms: u64
     refresh_sync(&view, &mut map);
 
     place_new(desired, &view, &set_nodes, &mut map, &mut plan);
-    for p in 0..map.len() {
+    // A partition placed by this plan has had its step; the nodes' reports predate it.
+    let placed: BTreeSet<usize> = plan.actions.iter().filter_map(promoted).collect();
+    for p in (0..map.len()).filter(|p| !placed.contains(p)) {
         heal(desired, &view, p, &mut map, &mut plan);
     }
     switchover(desired, &view, &mut map, &mut plan);
@@ -380,7 +385,14 @@ pub fn plan(desired: &Desired, observed: &[Node], current: &Current, now_ms: u64
             .zip(&current.map)
             .any(|(a, b)| a.copies != b.copies || a.moving != b.moving);
     if changed {
-        plan.version = current.version + 1;
+        // Above any topology a node holds too: after a lost status, the recorded version
+        // starts again from nothing, and a lower one would never be pushed.
+        let held = observed
+            .iter()
+            .map(|n| n.topology_version)
+            .max()
+            .unwrap_or(0);
+        plan.version = current.version.max(held) + 1;
     }
     for n in observed {
         if n.reachable && n.topology_version < plan.version && map_complete(&map) {
@@ -389,13 +401,31 @@ pub fn plan(desired: &Desired, observed: &[Node], current: &Current, now_ms: u64
             });
         }
     }
+    // While the map does not know where a partition lives (nothing placed yet, or a map
+    // rebuilt after a lost status from the nodes that answered), no pod goes: one that has not
+    // answered may hold it.
+    let unknown = map.is_empty() || map.iter().any(|e| e.copies.primary.is_none());
     let highest = map
         .iter()
         .flat_map(|e| e.copies.nodes().filter_map(|n| ordinal(n)))
+        .chain(
+            observed
+                .iter()
+                .filter(|n| n.pod && unknown)
+                .map(|n| n.ordinal),
+        )
         .max();
     plan.statefulset_replicas = desired.nodes.max(highest.map_or(0, |h| h + 1));
     plan.map = map;
     plan
+}
+
+/// The partition an action promotes a node for, if it is a promotion.
+fn promoted(action: &Action) -> Option<usize> {
+    match action {
+        Action::Promote { partition, .. } => Some(*partition),
+        _ => None,
+    }
 }
 
 /// Pod names of the nodes the map should use: ordinals below `nodes`.
@@ -418,11 +448,18 @@ fn map_complete(map: &[Entry]) -> bool {
 
 /// The map to start from: the recorded one, or, when there is none (a new set, or lost
 /// status), one rebuilt from the nodes' own reports.
+///
+/// A recorded entry without a primary was itself rebuilt, from the nodes that answered then;
+/// so was one that a node leads at an epoch above it (an epoch the map never recorded: the map
+/// is older than what was acted on). Either is completed from the reports of the nodes that
+/// answer now (a node that was away may hold the partition, even lead it), rather than placed
+/// afresh over their data, left waiting, or left with two primaries.
 fn start(desired: &Desired, observed: &[Node], current: &Current) -> Vec<Entry> {
-    if current.map.len() == desired.partitions {
-        return current.map.clone();
-    }
-    let mut map = vec![Entry::default(); desired.partitions];
+    let mut map = if current.map.len() == desired.partitions {
+        current.map.clone()
+    } else {
+        vec![Entry::default(); desired.partitions]
+    };
     for (p, entry) in map.iter_mut().enumerate() {
         let holders: Vec<(&Node, &CopyReport)> = observed
             .iter()
@@ -431,6 +468,19 @@ fn start(desired: &Desired, observed: &[Node], current: &Current) -> Vec<Entry> 
         let Some(epoch) = holders.iter().map(|(_, r)| r.epoch).max() else {
             continue;
         };
+        let led_above = holders
+            .iter()
+            .any(|(_, r)| r.role == Role::Primary && r.epoch > entry.copies.epoch);
+        if entry.copies.primary.is_some() && !led_above {
+            continue;
+        }
+        if let Some(old) = entry.copies.primary.take() {
+            entry.copies.replicas.push(old);
+            entry.in_sync.clear();
+            entry.lag.clear();
+            entry.moving = None;
+        }
+        let epoch = epoch.max(entry.copies.epoch);
         let primaries: Vec<&str> = holders
             .iter()
             .filter(|(_, r)| r.role == Role::Primary && r.epoch == epoch)
@@ -440,12 +490,15 @@ fn start(desired: &Desired, observed: &[Node], current: &Current) -> Vec<Entry> 
         if let [only] = primaries.as_slice() {
             entry.copies.primary = Some(only.to_string());
         }
-        entry.copies.replicas = holders
+        let mut replicas: Vec<String> = holders
             .iter()
             .map(|(n, _)| n.name.clone())
+            .chain(entry.copies.replicas.iter().cloned())
             .filter(|n| Some(n) != entry.copies.primary.as_ref())
             .collect();
-        sort_by_ordinal(&mut entry.copies.replicas);
+        sort_by_ordinal(&mut replicas);
+        replicas.dedup();
+        entry.copies.replicas = replicas;
         // Nothing is known to be in sync until the primary says so.
     }
     map
@@ -498,7 +551,10 @@ fn place_new(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry]
     if empty.is_empty() || nodes.is_empty() {
         return;
     }
-    if let Some(missing) = nodes.iter().find(|n| !view.reachable(n)) {
+    // Any other pod too: one that does not answer may hold the partition (a map rebuilt after
+    // a lost status knows only what answered), and placing it afresh would reuse its epoch.
+    let pods = view.nodes.values().filter(|n| n.pod).map(|n| &n.name);
+    if let Some(missing) = nodes.iter().chain(pods).find(|n| !view.reachable(n)) {
         for &p in &empty {
             map[p].message = Some(format!("waiting for {missing} to answer before placing"));
         }
@@ -573,9 +629,62 @@ fn heal(desired: &Desired, view: &View, p: usize, map: &mut [Entry], plan: &mut 
                 lost_primary(desired, view, p, map, plan, Some(primary));
                 return;
             }
-            let fence = old_primaries(view, p, &map[p]);
-            if fence.iter().any(|(n, _)| !view.reachable(n)) {
+            let mut fence = old_primaries(view, p, &map[p]);
+            // An old primary that does not answer is waited for, unless it is lost (failed).
+            // Lost, it is left out; if it was the latest one (not superseded by one that is
+            // fenced now), this is a failover whose promotion did not happen, and the recorded
+            // primary goes ahead only if a failover would still choose it.
+            if fence
+                .iter()
+                .any(|(n, _)| !view.reachable(n) && !view.failed(n))
+            {
                 return;
+            }
+            let latest = |reachable: bool| {
+                fence
+                    .iter()
+                    .filter(|(n, _)| view.reachable(n) == reachable)
+                    .map(|(_, epoch)| *epoch)
+                    .max()
+            };
+            let superseded = latest(false) <= latest(true);
+            let lost: Vec<String> = fence
+                .iter()
+                .filter(|(n, _)| !view.reachable(n))
+                .map(|(n, _)| n.clone())
+                .collect();
+            fence.retain(|(n, _)| view.reachable(n));
+            // A promotion that fenced an old primary and then failed leaves it fenced. If the
+            // new primary cannot catch up with it (a fenced primary serves no new stream: the
+            // target restarted, say), no one would take writes ever again: the change is undone,
+            // the fenced primary, which holds every write, leading again at a new epoch.
+            let fenced = fence
+                .iter()
+                .filter_map(|(n, _)| view.report(n, p).map(|r| (r, n)))
+                .filter(|(r, _)| r.role == Role::Fenced)
+                .max_by_key(|(r, _)| r.last);
+            if let (Some(mine), Some((theirs, back))) = (report, fenced)
+                && !mine.streaming
+                && mine.last < theirs.last
+            {
+                let back = back.clone();
+                start_switchover(view, p, &back, &mut map[p], plan);
+                return;
+            }
+            if let Some(gone) = lost.first().filter(|_| !superseded) {
+                match still_chosen(desired, view, p, &map[p], &lost) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let gone = gone.clone();
+                        lost_primary(desired, view, p, map, plan, Some(gone));
+                        return;
+                    }
+                    Err(why) => {
+                        plan.failing_over.push(p);
+                        map[p].message = Some(no_candidate(&why, Some(gone)));
+                        return;
+                    }
+                }
             }
             plan.actions.push(Action::Promote {
                 partition: p,
@@ -600,6 +709,62 @@ fn heal(desired: &Desired, view: &View, p: usize, map: &mut [Entry], plan: &mut 
     follow_all(view, p, &map[p], plan);
 }
 
+/// Whether a failover of partition `p`, with the copies in `lost` gone, would choose the
+/// recorded primary of `e` (or one no better): the recorded primary counts as in sync, as it was
+/// when it was chosen.
+fn still_chosen(
+    desired: &Desired,
+    view: &View,
+    p: usize,
+    e: &Entry,
+    lost: &[String],
+) -> Result<bool, NoCandidate> {
+    let mut candidates: Vec<failover::Replica> = e
+        .copies
+        .nodes()
+        .filter(|n| !lost.contains(n))
+        .map(|n| {
+            let report = view.report(n, p);
+            failover::Replica {
+                node: n.clone(),
+                reachable: report.is_some(),
+                in_sync: e.in_sync.contains(n) || Some(n) == e.copies.primary.as_ref(),
+                position: report.map_or((0, 0), |r| r.last),
+            }
+        })
+        .collect();
+    trust_ahead(&mut candidates, desired.require_quorum);
+    let best = failover::choose(
+        &candidates,
+        desired.replication_factor,
+        desired.require_quorum,
+    )?;
+    Ok(candidates
+        .iter()
+        .find(|c| Some(&c.node) == e.copies.primary.as_ref())
+        .is_some_and(|c| c.reachable && c.position >= best.position))
+}
+
+/// The in-sync record is the primary's word at the last observation: a replica that caught up
+/// since (a restarted one, say) may hold QUORUM-acknowledged writes no recorded one has. A
+/// reachable replica ahead of every trusted one holds all they hold, so requireQuorum's
+/// guarantee (the highest of enough reachable replicas) counts it.
+fn trust_ahead(candidates: &mut [failover::Replica], require_quorum: bool) {
+    let best = candidates
+        .iter()
+        .filter(|c| c.reachable && c.in_sync)
+        .map(|c| c.position)
+        .max();
+    if let Some(best) = best.filter(|_| require_quorum) {
+        for c in candidates
+            .iter_mut()
+            .filter(|c| c.reachable && c.position > best)
+        {
+            c.in_sync = true;
+        }
+    }
+}
+
 /// Copies of partition `p` other than the map's primary that claim primary at an older epoch.
 fn old_primaries(view: &View, p: usize, e: &Entry) -> Vec<(String, u64)> {
     view.nodes
@@ -607,7 +772,10 @@ fn old_primaries(view: &View, p: usize, e: &Entry) -> Vec<(String, u64)> {
         .filter(|n| Some(&n.name) != e.copies.primary.as_ref())
         .filter_map(|n| {
             let r = n.copies.get(&p)?;
-            (r.role == Role::Primary && r.epoch < e.copies.epoch).then(|| (n.name.clone(), r.epoch))
+            // A fenced one too: a promotion that fenced it and then failed (the target did not
+            // catch up in time) must still wait for its tail.
+            let led = matches!(r.role, Role::Primary | Role::Fenced);
+            (led && r.epoch < e.copies.epoch).then(|| (n.name.clone(), r.epoch))
         })
         .collect()
 }
@@ -617,11 +785,22 @@ fn follow_all(view: &View, p: usize, e: &Entry, plan: &mut Plan) {
     let Some(primary) = &e.copies.primary else {
         return;
     };
+    // Until the new primary has taken over, an old primary is left to the promotion, which
+    // fences it, waits for its tail and only then repoints it: repointed before, it would no
+    // longer count as an old primary, and a failed promotion would be retried without its tail.
+    let taken_over = view.primary_ok(e, p);
     for r in &e.copies.replicas {
         if !view.reachable(r) || view.follows(r, e, p) {
             continue;
         }
-        if view.report(r, p).is_some_and(|x| x.epoch > e.copies.epoch) {
+        let report = view.report(r, p);
+        if report.is_some_and(|x| x.epoch > e.copies.epoch) {
+            continue;
+        }
+        let leads = report.is_some_and(|x| {
+            matches!(x.role, Role::Primary | Role::Fenced) && x.epoch < e.copies.epoch
+        });
+        if leads && !taken_over {
             continue;
         }
         plan.actions.push(Action::Follow {
@@ -651,7 +830,7 @@ fn lost_primary(
         ));
         return;
     }
-    let candidates: Vec<failover::Replica> = e
+    let mut candidates: Vec<failover::Replica> = e
         .copies
         .nodes()
         .filter(|n| Some(*n) != lost.as_ref())
@@ -667,6 +846,7 @@ fn lost_primary(
             }
         })
         .collect();
+    trust_ahead(&mut candidates, desired.require_quorum);
     let chosen = match failover::choose(
         &candidates,
         desired.replication_factor,
@@ -695,6 +875,10 @@ fn lost_primary(
     entry.in_sync.retain(|n| *n != chosen);
     entry.lag.clear();
     entry.message = None;
+    // The replicas it can reach move to the new epoch first: from then on they refuse the lost
+    // primary, which may only be cut off from the operator and come back, so it can no longer
+    // gather a QUORUM of acknowledgements for writes the new primary never sees.
+    follow_all(view, p, &map[p], plan);
     plan.actions.push(Action::Promote {
         partition: p,
         node: chosen.clone(),
@@ -710,7 +894,6 @@ fn lost_primary(
         epoch,
         planned: false,
     });
-    // The other replicas are repointed on the next plan, once the new primary answers.
 }
 
 fn no_candidate(why: &NoCandidate, lost: Option<&str>) -> String {
@@ -806,22 +989,19 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
         return;
     }
     // Progress moves in flight.
-    for p in 0..map.len() {
-        let Some(m) = map[p].moving.clone() else {
+    for (p, entry) in map.iter_mut().enumerate() {
+        let Some(m) = entry.moving.clone() else {
             continue;
         };
-        let e = &map[p];
         let to_ready =
-            e.copies.primary.as_deref() == Some(m.to.as_str()) || view.in_sync(&m.to, e, p);
-        if !view.primary_ok(e, p) || !to_ready {
+            entry.copies.primary.as_deref() == Some(m.to.as_str()) || view.in_sync(&m.to, entry, p);
+        if !view.primary_ok(entry, p) || !to_ready {
             continue;
         }
-        if e.copies.primary.as_deref() == Some(m.from.as_str()) {
-            let to = m.to.clone();
-            start_switchover(view, p, &to, &mut map[p], plan);
+        if entry.copies.primary.as_deref() == Some(m.from.as_str()) {
+            start_switchover(view, p, &m.to, entry, plan);
             continue;
         }
-        let entry = &mut map[p];
         entry.copies.replicas.retain(|r| *r != m.from);
         entry.in_sync.retain(|r| *r != m.from);
         entry.lag.retain(|(r, _, _)| *r != m.from);
@@ -843,13 +1023,29 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
     // A rolling update moves primaries off the pod it restarts next; rebalancing them back
     // meanwhile would undo it. Balance is restored once every pod runs the new template.
     let rolling = view.nodes.values().any(|n| n.pod && n.outdated);
-    if (!desired.rebalance || rolling) && !draining {
+    // A partition with a copy too few or too many (replicationFactor changed, or a map rebuilt
+    // from the nodes while one was away) is repaired regardless, like a drain.
+    let copies = desired.replication_factor.clamp(1, nodes.len());
+    let misreplicated = map.iter().any(|e| e.copies.nodes().count() != copies);
+    if (!desired.rebalance || rolling) && !draining && !misreplicated {
         return;
     }
     // The map as it will be once the moves in flight are done.
     let effective: Vec<Copies> = map.iter().map(settled).collect();
     let target = placement::target(nodes, &effective, desired.replication_factor);
     let mut in_flight = map.iter().filter(|e| e.moving.is_some()).count();
+    // Copies being added without a move (below) are in flight until they are in sync.
+    let catching_up = (0..map.len())
+        .filter(|&p| {
+            let e = &map[p];
+            e.moving.is_none()
+                && view.primary_ok(e, p)
+                && e.copies
+                    .replicas
+                    .iter()
+                    .any(|r| view.reachable(r) && !view.in_sync(r, e, p))
+        })
+        .count();
     // Drains first, then the rest, each in partition order.
     let mut order: Vec<usize> = (0..map.len()).collect();
     order.sort_by_key(|&p| !map[p].copies.nodes().any(|n| !nodes.contains(n)));
@@ -896,7 +1092,59 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
                 plan.moves.push((p, from, to, true));
                 in_flight += 1;
             }
-            _ if target[p].primary != map[p].copies.primary && desired.rebalance => {
+            (Some(to), None) => {
+                // A copy missing: added, with nothing to drop once it is in sync.
+                if !view.reachable(to)
+                    || !view.primary_ok(&map[p], p)
+                    || in_flight + catching_up >= desired.max_concurrent_moves
+                {
+                    continue;
+                }
+                let e = &mut map[p];
+                e.copies.replicas.push(to.clone());
+                sort_by_ordinal(&mut e.copies.replicas);
+                if let Some(primary) = e.copies.primary.clone() {
+                    plan.actions.push(Action::Follow {
+                        partition: p,
+                        node: to.clone(),
+                        primary,
+                        epoch: e.copies.epoch,
+                    });
+                }
+                in_flight += 1;
+            }
+            (None, Some(from)) if map[p].copies.primary.as_ref() != Some(&from) => {
+                // A copy too many: dropped once every other one is in sync.
+                let e = &map[p];
+                let others_ok = view.primary_ok(e, p)
+                    && e.copies
+                        .replicas
+                        .iter()
+                        .all(|r| *r == from || view.in_sync(r, e, p));
+                if !others_ok {
+                    continue;
+                }
+                let epoch = e
+                    .copies
+                    .epoch
+                    .max(view.report(&from, p).map_or(0, |r| r.epoch));
+                let e = &mut map[p];
+                e.copies.replicas.retain(|r| *r != from);
+                e.in_sync.retain(|r| *r != from);
+                e.lag.retain(|(r, _, _)| *r != from);
+                plan.actions.push(Action::Drop {
+                    partition: p,
+                    node: from,
+                    epoch,
+                });
+            }
+            _ if target[p].primary != map[p].copies.primary
+                && desired.rebalance
+                && !desired
+                    .pinned
+                    .iter()
+                    .any(|(q, n)| *q == p && map[p].copies.primary.as_ref() == Some(n)) =>
+            {
                 let Some(to) = target[p].primary.clone() else {
                     continue;
                 };
@@ -962,12 +1210,11 @@ fn rollout(desired: &Desired, view: &View, observed: &[Node], map: &mut [Entry],
     };
     let name = next.name.clone();
     let mut switched = false;
-    for p in 0..map.len() {
-        if map[p].copies.primary.as_deref() != Some(name.as_str()) {
+    for (p, e) in map.iter_mut().enumerate() {
+        if e.copies.primary.as_deref() != Some(name.as_str()) {
             continue;
         }
         // The best in-sync replica, preferring pods already updated.
-        let e = &map[p];
         let to = e
             .copies
             .replicas
@@ -979,11 +1226,16 @@ fn rollout(desired: &Desired, view: &View, observed: &[Node], map: &mut [Entry],
             })
             .cloned();
         if let Some(to) = to {
-            start_switchover(view, p, &to, &mut map[p], plan);
+            start_switchover(view, p, &to, e, plan);
             switched = true;
         }
     }
-    if !switched && primaries(map, &name) == 0 {
+    // A primary without any replica (replicationFactor 1) has nowhere to go: its pod restarts
+    // with it, as it would on any restart, rather than never.
+    let stays = |e: &Entry| {
+        e.copies.primary.as_deref() == Some(name.as_str()) && !e.copies.replicas.is_empty()
+    };
+    if !switched && !map.iter().any(stays) {
         plan.actions.push(Action::DeletePod { pod: name });
     }
 }
@@ -1002,11 +1254,33 @@ fn strays(view: &View, observed: &[Node], map: &[Entry], plan: &mut Plan) {
             if !view.primary_ok(e, p) {
                 continue;
             }
-            plan.actions.push(Action::Drop {
+            let drop = Action::Drop {
                 partition: p,
                 node: n.name.clone(),
                 epoch: e.copies.epoch.max(r.epoch),
-            });
+            };
+            // A move finishing this plan drops it already.
+            if plan.actions.contains(&drop) {
+                continue;
+            }
+            // A node refuses to drop a copy it leads (an old primary back after its copy left
+            // the map): it steps down by following the map's primary, and goes next time.
+            if r.role == Role::Primary
+                && let Some(primary) = &e.copies.primary
+            {
+                plan.actions.push(Action::Follow {
+                    partition: p,
+                    node: n.name.clone(),
+                    primary: primary.clone(),
+                    epoch: e.copies.epoch,
+                });
+                continue;
+            }
+            plan.actions.push(drop);
         }
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

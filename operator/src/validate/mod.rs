@@ -408,7 +408,7 @@ mod tests {
         let v = v.unwrap();
         assert_eq!(v.image, "partita/partita-node:0.1.0");
         assert_eq!(v.heartbeat, Duration::from_millis(500));
-        assert_eq!(v.detection_window, Duration::from_secs(5));
+        assert_eq!(v.detection_window, Duration::from_secs(3));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tonic::transport::Channel;
 
 type SetRef = ObjectRef<ReplicatedPartitionSet>;
 
@@ -39,6 +40,9 @@ pub struct NodeHealth {
     pub status: Option<NodeStatus>,
     /// Why the last call failed.
     pub error: Option<String>,
+    /// It has not answered for the detection window or longer (a trigger is sent when this
+    /// flips, so the planner acts as soon as the window has passed).
+    pub window_passed: bool,
 }
 
 /// What to poll for one set.
@@ -55,6 +59,10 @@ pub struct Targets {
 struct Watched {
     targets: Targets,
     nodes: BTreeMap<String, NodeHealth>,
+    /// A channel per address that answered its last poll, reused by the next one: polling
+    /// every node twice a second must not cost a TCP and HTTP/2 handshake each time. A call
+    /// that fails drops its channel, so a node that comes back is reached afresh.
+    channels: HashMap<String, Channel>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -95,9 +103,13 @@ impl Health {
         let watched = sets.entry(set.clone()).or_insert_with(|| Watched {
             targets: targets.clone(),
             nodes: BTreeMap::new(),
+            channels: HashMap::new(),
             task: None,
         });
         watched.targets = targets;
+        let addresses: std::collections::BTreeSet<&String> =
+            watched.targets.addresses.values().collect();
+        watched.channels.retain(|a, _| addresses.contains(a));
         let gone: Vec<String> = watched
             .nodes
             .keys()
@@ -150,6 +162,13 @@ impl Health {
 
     async fn poll_loop(self: Arc<Self>, set: SetRef) {
         loop {
+            // Nobody takes triggers any more: the controller that owned this cache is gone
+            // (leadership lost: its future was dropped, and `stop_all` never ran). Polling on
+            // would leak a poller per set at every loss of the lead.
+            if self.trigger.is_closed() {
+                self.forget(&set);
+                return;
+            }
             let Some(targets) = self.lock().get(&set).map(|w| w.targets.clone()) else {
                 return;
             };
@@ -164,13 +183,25 @@ impl Health {
     /// Polls every target once, updates the cache, and says whether anything that matters for
     /// a decision changed.
     async fn poll(&self, set: &SetRef, targets: &Targets) -> bool {
-        let calls = targets.addresses.iter().map(|(name, addr)| async move {
-            let result = async {
-                let mut conn = NodeConn::connect(name, addr, STATUS_TIMEOUT).await?;
-                conn.status().await
+        let cached: HashMap<String, Channel> = self
+            .lock()
+            .get(set)
+            .map(|w| w.channels.clone())
+            .unwrap_or_default();
+        let calls = targets.addresses.iter().map(|(name, addr)| {
+            let channel = cached.get(addr).cloned();
+            async move {
+                let result = async {
+                    let mut conn = match channel {
+                        Some(channel) => NodeConn::from_channel(name, channel),
+                        None => NodeConn::connect(name, addr, STATUS_TIMEOUT).await?,
+                    };
+                    let status = conn.status().await?;
+                    Ok::<_, crate::error::Error>((conn.channel(), status))
+                }
+                .await;
+                (name.clone(), addr.clone(), result)
             }
-            .await;
-            (name.clone(), result)
         });
         let results = join_all(calls).await;
         let now = self.now_ms();
@@ -180,25 +211,38 @@ impl Health {
             return false;
         };
         let mut changed = false;
-        for (name, result) in results {
+        for (name, addr, result) in results {
             let old = watched.nodes.get(&name).cloned().unwrap_or_default();
+            let result = match result {
+                Ok((channel, status)) => {
+                    watched.channels.insert(addr, channel);
+                    Ok(status)
+                }
+                Err(e) => {
+                    watched.channels.remove(&addr);
+                    Err(e)
+                }
+            };
             let new = match result {
                 Ok(status) => NodeHealth {
                     reachable: true,
                     down_since_ms: None,
                     status: Some(status),
                     error: None,
+                    window_passed: false,
                 },
-                Err(e) => NodeHealth {
-                    reachable: false,
-                    down_since_ms: Some(old.down_since_ms.unwrap_or(now)),
-                    status: old.status.clone(),
-                    error: Some(e.to_string()),
-                },
+                Err(e) => {
+                    let since = old.down_since_ms.unwrap_or(now);
+                    NodeHealth {
+                        reachable: false,
+                        down_since_ms: Some(since),
+                        status: old.status.clone(),
+                        error: Some(e.to_string()),
+                        window_passed: now.saturating_sub(since) >= window,
+                    }
+                }
             };
-            let crossed =
-                |h: &NodeHealth| h.down_since_ms.is_some_and(|s| now - s.min(now) >= window);
-            if fingerprint(&old) != fingerprint(&new) || crossed(&new) != crossed(&old) {
+            if fingerprint(&old) != fingerprint(&new) || new.window_passed != old.window_passed {
                 changed = true;
             }
             watched.nodes.insert(name, new);
@@ -226,4 +270,33 @@ fn fingerprint(h: &NodeHealth) -> u64 {
         }
     }
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pollers_stop_once_nobody_takes_their_triggers() {
+        let (health, rx) = Health::new();
+        let set = ObjectRef::new("orders").within("shop");
+        let targets = Targets {
+            addresses: BTreeMap::new(),
+            interval: Duration::from_millis(5),
+            window: Duration::from_secs(3),
+        };
+        health.watch(set.clone(), targets);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            health.lock().contains_key(&set),
+            "polled while the controller runs"
+        );
+        // The controller goes without stopping the pollers, as when leadership is lost.
+        drop(rx);
+        let end = Instant::now() + Duration::from_secs(5);
+        while health.lock().contains_key(&set) {
+            assert!(Instant::now() < end, "the poller outlived its controller");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

@@ -19,13 +19,16 @@ use tonic::transport::{Channel, Endpoint};
 /// How long a status call may take before the node counts as not answering.
 pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a role change may take; a promotion that waits for a catch-up gets more.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a switchover's promotion waits for the new primary to catch up.
-pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a switchover's promotion waits for the new primary to catch up. The target was in
+/// sync when chosen, so it needs only the last few entries; kept short because the fenced
+/// primary refuses writes meanwhile, and a reconcile waits on it.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A node reached at its gRPC address.
 pub struct NodeConn {
     name: String,
+    channel: Channel,
     client: AdminClient<Channel>,
 }
 
@@ -40,10 +43,21 @@ impl NodeConn {
             .await
             .map_err(|_| node_error(name, format!("connecting to {addr} timed out")))?
             .map_err(|e| node_error(name, format!("connecting to {addr}: {e}")))?;
-        Ok(Self {
+        Ok(Self::from_channel(name, channel))
+    }
+
+    /// A node reached over a channel connected earlier (see [`NodeConn::channel`]).
+    pub fn from_channel(name: &str, channel: Channel) -> Self {
+        Self {
             name: name.to_string(),
-            client: AdminClient::new(channel),
-        })
+            client: AdminClient::new(channel.clone()),
+            channel,
+        }
+    }
+
+    /// The channel, to reuse for the next calls to the same node rather than connect again.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     async fn call<T, F>(&mut self, what: &str, timeout: Duration, f: F) -> Result<T>
@@ -156,12 +170,12 @@ impl NodeConn {
             .unwrap_or(0))
     }
 
-    /// Drops the node's copy of `partition`.
-    pub async fn drop_copy(&mut self, partition: u32, epoch: u64) -> Result<()> {
+    /// Drops the node's copy of `partition`; with `force`, even one it leads.
+    pub async fn drop_copy(&mut self, partition: u32, epoch: u64, force: bool) -> Result<()> {
         let req = DropRequest {
             partitions: Some(one(partition)),
             epoch,
-            force: false,
+            force,
         };
         self.call("drop", CALL_TIMEOUT, async |c| c.drop(req).await)
             .await

@@ -43,8 +43,9 @@ pub(super) struct Outcome {
 }
 
 /// The StatefulSet size the recorded map needs: `nodes`, or more while higher pods still hold
-/// copies that are being drained, and never fewer than `live` while some partition has no
-/// primary (a pod that does not answer may hold it).
+/// copies that are being drained, and never fewer than `live` (the StatefulSet's current size)
+/// while the map is missing or some partition has no primary (a pod that does not answer may
+/// hold it).
 pub(super) fn statefulset_replicas(rps: &ReplicatedPartitionSet, live: Option<i32>) -> i32 {
     let partitions = rps.status.iter().flat_map(|s| s.partitions.iter());
     let highest = partitions
@@ -53,7 +54,10 @@ pub(super) fn statefulset_replicas(rps: &ReplicatedPartitionSet, live: Option<i3
         .filter_map(|n| plan::ordinal(n))
         .max();
     let needed = highest.map_or(0, |h| h as i32 + 1);
-    let incomplete = partitions.clone().any(|p| p.primary.is_none());
+    // A map with a partition lacking a primary, or no map at all while pods exist (a lost
+    // status), cannot say which pods hold data: none is removed until it can.
+    let mut entries = partitions.clone().peekable();
+    let incomplete = entries.peek().is_none() || partitions.clone().any(|p| p.primary.is_none());
     let keep = if incomplete { live.unwrap_or(0) } else { 0 };
     rps.spec.nodes.max(needed).max(keep)
 }
@@ -138,23 +142,31 @@ pub(super) async fn manage(
 
     let mut parts = partitions(&plan, &observed);
     parts.rebalance_handled = match rebalance_request {
-        Some(r) if rebalance_asked && parts.moves_done() => Some(r),
+        // Handled once the map is balanced, not merely between two batches of moves (the
+        // primaries' switchovers that finish a rebalance are not moves).
+        Some(r) if rebalance_asked && parts.moves_done() && plan.balanced => Some(r),
         _ => status.rebalance_handled.clone(),
     };
     parts.switchover = switchover_status(switchover_open, refused, &plan);
 
-    // Record first.
+    // Record first. The whole status goes with the map: a server-side apply removes the fields
+    // this manager set before and leaves out now, so a map alone would wipe the phase, the
+    // conditions, `lastFailover`, `rebalanceHandled` and a finished switchover's outcome (whose
+    // request would then be carried out again) until the status write that follows, and for
+    // good if that write fails or the operator dies before it.
     let mut resource_version = rps.resource_version();
     if plan.version != current.version {
+        let mut recorded = status.clone();
+        recorded.partitions = parts.entries.clone();
+        recorded.map_version = parts.map_version;
+        if parts.switchover.is_some() {
+            recorded.switchover = parts.switchover.clone();
+        }
         let patch = serde_json::json!({
             "apiVersion": format!("{}/{}", partita_api::GROUP, partita_api::VERSION),
             "kind": "ReplicatedPartitionSet",
             "metadata": {"resourceVersion": resource_version},
-            "status": {
-                "partitions": parts.entries,
-                "mapVersion": parts.map_version,
-                "switchover": parts.switchover,
-            },
+            "status": recorded,
         });
         let sets: Api<ReplicatedPartitionSet> = Api::namespaced(ctx.client.clone(), namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -360,10 +372,11 @@ async fn act(
             partition,
             node,
             epoch,
+            force,
         } => {
             connect(node)
                 .await?
-                .drop_copy(*partition as u32, *epoch)
+                .drop_copy(*partition as u32, *epoch, *force)
                 .await
         }
         Action::DeletePod { pod } => {
@@ -381,20 +394,38 @@ async fn act(
             Ok(())
         }
         Action::PushTopology { node } => {
-            let topology = topology(desired, plan, addresses).map_err(|message| Error::Node {
-                node: node.clone(),
-                message,
-            })?;
+            // A node the map names whose pod has no IP (deleted, stuck terminating on a lost
+            // machine, not scheduled yet: often the very primary a failover just replaced) is
+            // named by its stable DNS name under the headless Service. Without an address the
+            // map could not be pushed at all, and every node would go on sending clients to
+            // the old primary until that pod came back.
+            let peers = crate::resources::Names::of(&rps.name_any()).peer_service;
+            let (grpc_port, resp_port) = (ctx.settings.node_grpc_port, ctx.settings.node_resp_port);
+            let fallback = |n: &str| {
+                let host = format!("{n}.{peers}.{namespace}.svc");
+                NodeAddress {
+                    node_id: n.to_string(),
+                    grpc_addr: format!("{host}:{grpc_port}"),
+                    resp_addr: format!("{host}:{resp_port}"),
+                }
+            };
+            let topology =
+                topology(desired, plan, addresses, &fallback).map_err(|message| Error::Node {
+                    node: node.clone(),
+                    message,
+                })?;
             connect(node).await?.set_topology(topology).await
         }
     }
 }
 
-/// The recorded map as the nodes' topology.
+/// The recorded map as the nodes' topology; `fallback` addresses a named node with no known
+/// address.
 fn topology(
     desired: &Desired,
     plan: &Plan,
     addresses: &BTreeMap<String, NodeAddress>,
+    fallback: &dyn Fn(&str) -> NodeAddress,
 ) -> std::result::Result<Topology, String> {
     let slots = SlotMap::new(desired.partitions as u32).map_err(|e| e.to_string())?;
     let mut routes = Vec::with_capacity(plan.map.len());
@@ -413,13 +444,10 @@ fn topology(
     }
     let named: std::collections::BTreeSet<&String> =
         plan.map.iter().flat_map(|e| e.copies.nodes()).collect();
-    let mut nodes = Vec::new();
-    for n in named {
-        let addr = addresses
-            .get(n)
-            .ok_or_else(|| format!("no address known for {n}"))?;
-        nodes.push(addr.clone());
-    }
+    let nodes = named
+        .into_iter()
+        .map(|n| addresses.get(n).cloned().unwrap_or_else(|| fallback(n)))
+        .collect();
     Ok(Topology {
         version: plan.version,
         partitions: desired.partitions as u32,
@@ -628,4 +656,63 @@ fn switchover_status(
         state: state.into(),
         message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(n: &str, host: &str) -> NodeAddress {
+        NodeAddress {
+            node_id: n.into(),
+            grpc_addr: format!("{host}:7000"),
+            resp_addr: format!("{host}:6379"),
+        }
+    }
+
+    #[test]
+    fn a_map_naming_a_pod_without_an_ip_is_still_pushed() {
+        // db-0 led partition 0 and its pod is gone (stuck terminating, say); db-1 took over.
+        // The map keeps db-0 as a replica, and the new map must still reach the nodes.
+        let desired = Desired {
+            nodes: 2,
+            partitions: 1,
+            replication_factor: 2,
+            failover: true,
+            require_quorum: false,
+            detection_window_ms: 3000,
+            max_concurrent_moves: 1,
+            rebalance: true,
+            min_in_sync_replicas: 0,
+            switchover: None,
+            pinned: Vec::new(),
+        };
+        let plan = Plan {
+            map: vec![Entry {
+                copies: Copies {
+                    primary: Some("db-1".into()),
+                    replicas: vec!["db-0".into()],
+                    epoch: 2,
+                },
+                ..Entry::default()
+            }],
+            version: 3,
+            ..Plan::default()
+        };
+        let addresses = BTreeMap::from([("db-1".to_string(), addr("db-1", "10.0.0.2"))]);
+        let fallback = |n: &str| addr(n, &format!("{n}.db-peers.shop.svc"));
+        let t = topology(&desired, &plan, &addresses, &fallback).unwrap();
+        assert_eq!(
+            t.nodes,
+            vec![
+                addr("db-0", "db-0.db-peers.shop.svc"),
+                addr("db-1", "10.0.0.2")
+            ]
+        );
+        assert_eq!(t.routes[0].primary, "db-1");
+        assert_eq!(t.version, 3);
+        // What the node checks of a pushed map holds for it.
+        let slots = SlotMap::new(1).unwrap();
+        partita_node::topology::check(&t, &slots).unwrap();
+    }
 }

@@ -187,6 +187,9 @@ pub enum Action {
         node: String,
         /// At least the epoch the node holds.
         epoch: u64,
+        /// Drop it even if the node still claims to lead it: a stray old primary at an epoch
+        /// below the map's (sent at that epoch, so a node promoted since refuses it).
+        force: bool,
     },
     /// Delete a pod so that the StatefulSet controller recreates it from the new template.
     DeletePod {
@@ -263,6 +266,11 @@ pub struct Plan {
     pub rolling: Vec<String>,
     /// Why nothing is placed yet, while nothing is.
     pub unplaced: Option<String>,
+    /// The map, once the moves in flight are done, is the balanced one (every copy where
+    /// placement wants it, every primary too unless a user chose it): a rebalance request is
+    /// handled. False whenever the planner did not look (rebalancing off, a rollout going on,
+    /// a partition without a primary).
+    pub balanced: bool,
 }
 
 impl Plan {
@@ -686,6 +694,10 @@ fn heal(desired: &Desired, view: &View, p: usize, map: &mut [Entry], plan: &mut 
                     }
                 }
             }
+            // The replicas move to the new epoch before the promotion, as in a failover: an
+            // old primary that is only cut off from the operator (left out of `fence` above)
+            // can then no longer gather a QUORUM of acknowledgements while the new one leads.
+            follow_all(view, p, &map[p], plan);
             plan.actions.push(Action::Promote {
                 partition: p,
                 node: primary.clone(),
@@ -694,6 +706,7 @@ fn heal(desired: &Desired, view: &View, p: usize, map: &mut [Entry], plan: &mut 
                 hosted,
                 reason: Reason::Repair,
             });
+            return;
         }
         _ if view.failed(&primary) => {
             lost_primary(desired, view, p, map, plan, Some(primary));
@@ -1002,6 +1015,18 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
             start_switchover(view, p, &m.to, entry, plan);
             continue;
         }
+        // The old copy goes only once every other replica is in sync with the primary: right
+        // after a switchover they are still being repointed at the new primary, which would
+        // otherwise be the only in-sync copy left (and a failover would find no candidate).
+        let rest_in_sync = entry
+            .copies
+            .replicas
+            .iter()
+            .filter(|r| **r != m.from)
+            .all(|r| view.in_sync(r, entry, p));
+        if !rest_in_sync {
+            continue;
+        }
         entry.copies.replicas.retain(|r| *r != m.from);
         entry.in_sync.retain(|r| *r != m.from);
         entry.lag.retain(|(r, _, _)| *r != m.from);
@@ -1013,6 +1038,7 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
                 .copies
                 .epoch
                 .max(view.report(&m.from, p).map_or(0, |r| r.epoch)),
+            force: false,
         });
         plan.moves.push((p, m.from, m.to, false));
     }
@@ -1033,6 +1059,23 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
     // The map as it will be once the moves in flight are done.
     let effective: Vec<Copies> = map.iter().map(settled).collect();
     let target = placement::target(nodes, &effective, desired.replication_factor);
+    let pinned = |p: usize, primary: Option<&String>| {
+        desired
+            .pinned
+            .iter()
+            .any(|(q, n)| *q == p && primary == Some(n))
+    };
+    plan.balanced = desired.rebalance
+        && !rolling
+        && effective
+            .iter()
+            .zip(&target)
+            .enumerate()
+            .all(|(p, (e, t))| {
+                let have: BTreeSet<&String> = e.nodes().collect();
+                let want: BTreeSet<&String> = t.nodes().collect();
+                have == want && (e.primary == t.primary || pinned(p, e.primary.as_ref()))
+            });
     let mut in_flight = map.iter().filter(|e| e.moving.is_some()).count();
     // Copies being added without a move (below) are in flight until they are in sync.
     let catching_up = (0..map.len())
@@ -1136,14 +1179,12 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
                     partition: p,
                     node: from,
                     epoch,
+                    force: false,
                 });
             }
             _ if target[p].primary != map[p].copies.primary
                 && desired.rebalance
-                && !desired
-                    .pinned
-                    .iter()
-                    .any(|(q, n)| *q == p && map[p].copies.primary.as_ref() == Some(n)) =>
+                && !pinned(p, map[p].copies.primary.as_ref()) =>
             {
                 let Some(to) = target[p].primary.clone() else {
                     continue;
@@ -1254,28 +1295,36 @@ fn strays(view: &View, observed: &[Node], map: &[Entry], plan: &mut Plan) {
             if !view.primary_ok(e, p) {
                 continue;
             }
-            let drop = Action::Drop {
-                partition: p,
-                node: n.name.clone(),
-                epoch: e.copies.epoch.max(r.epoch),
-            };
             // A move finishing this plan drops it already.
-            if plan.actions.contains(&drop) {
+            let dropped = plan.actions.iter().any(|a| {
+                matches!(a, Action::Drop { partition, node, .. } if *partition == p && *node == n.name)
+            });
+            if dropped {
                 continue;
             }
-            // A node refuses to drop a copy it leads (an old primary back after its copy left
-            // the map): it steps down by following the map's primary, and goes next time.
-            if r.role == Role::Primary
-                && let Some(primary) = &e.copies.primary
-            {
-                plan.actions.push(Action::Follow {
+            // A copy that still leads (an old primary back after its copy left the map) is
+            // dropped by force, at its own epoch. Told to follow the map's primary instead, it
+            // would acknowledge writes as a replica the map does not name, and a failover,
+            // which considers only the map's copies, could then lose a QUORUM-acknowledged
+            // write that only it and the lost primary held.
+            let drop = if r.role == Role::Primary {
+                if r.epoch >= e.copies.epoch {
+                    continue;
+                }
+                Action::Drop {
                     partition: p,
                     node: n.name.clone(),
-                    primary: primary.clone(),
-                    epoch: e.copies.epoch,
-                });
-                continue;
-            }
+                    epoch: r.epoch,
+                    force: true,
+                }
+            } else {
+                Action::Drop {
+                    partition: p,
+                    node: n.name.clone(),
+                    epoch: e.copies.epoch.max(r.epoch),
+                    force: false,
+                }
+            };
             plan.actions.push(drop);
         }
     }

@@ -501,6 +501,14 @@ fn a_recorded_primary_the_node_has_not_taken_up_is_repaired_with_a_fence() {
     assert_eq!(
         without_topology(&plan),
         vec![
+            // db-0 is repointed by the promotion itself, once fenced and caught up with; the
+            // other replica moves to the new epoch before the promotion.
+            &Action::Follow {
+                partition: 0,
+                node: name(2),
+                primary: name(1),
+                epoch: 2,
+            },
             &Action::Promote {
                 partition: 0,
                 node: name(1),
@@ -508,13 +516,6 @@ fn a_recorded_primary_the_node_has_not_taken_up_is_repaired_with_a_fence() {
                 fence: vec![(name(0), 1)],
                 hosted: true,
                 reason: Reason::Repair,
-            },
-            // db-0 is repointed by the promotion itself, once fenced and caught up with.
-            &Action::Follow {
-                partition: 0,
-                node: name(2),
-                primary: name(1),
-                epoch: 2,
             },
         ]
     );
@@ -553,6 +554,20 @@ fn a_recorded_failover_is_carried_out_after_a_crash_although_the_old_primary_is_
     assert!(fence.is_empty(), "{fence:?}");
     assert_eq!(plan.map, before.map);
     assert_eq!(plan.version, before.version);
+    // As in the failover itself, db-2 moves to epoch 2 before db-1 leads: db-0 may only be cut
+    // off from the operator, and must not gather a QUORUM with db-2 while db-1 takes writes.
+    let follow = Action::Follow {
+        partition: 0,
+        node: name(2),
+        primary: name(1),
+        epoch: 2,
+    };
+    let at = |a: &Action| plan.actions.iter().position(|x| x == a);
+    assert!(
+        at(&follow) < at(promotes(&plan)[0]) && at(&follow).is_some(),
+        "{:?}",
+        plan.actions
+    );
 }
 
 #[test]
@@ -654,6 +669,43 @@ fn drive(d: &Desired, n: usize, start: Current, limit: usize) -> Vec<Plan> {
         }
     }
     panic!("no quiet plan after {limit} steps");
+}
+
+#[test]
+fn a_rebalance_is_balanced_only_once_the_last_primary_has_moved() {
+    // Copies are where they should be, but db-0 leads all three partitions: two switchovers,
+    // one at a time. Neither batch boundary may read as "balanced" (a rebalance request would
+    // be marked handled, and with rebalance.auto off the rest would never happen).
+    let mut d = desired(3, 3, 3);
+    let map = vec![
+        entry(0, &[1, 2], 1),
+        entry(0, &[1, 2], 1),
+        entry(0, &[1, 2], 1),
+    ];
+    let plans = drive(&d, 3, current(map.clone(), 1), 20);
+    let switched: usize = plans.iter().map(|p| p.takeovers.len()).sum();
+    assert_eq!(
+        switched,
+        2,
+        "{:?}",
+        plans.iter().map(|p| &p.takeovers).collect::<Vec<_>>()
+    );
+    let last = plans.last().unwrap();
+    assert!(last.balanced);
+    for p in &plans[..plans.len() - 1] {
+        if !p.takeovers.is_empty() {
+            assert!(
+                !p.balanced,
+                "balanced while switching over: {:?}",
+                p.takeovers
+            );
+        }
+    }
+    assert!(!plans[0].balanced);
+    // Not looked at, not balanced: rebalancing off.
+    d.rebalance = false;
+    let off = plan(&d, &matching(3, &map, 5, 1), &current(map, 1), 0);
+    assert!(!off.balanced);
 }
 
 #[test]
@@ -771,9 +823,53 @@ fn a_move_off_a_primary_switches_over_before_dropping() {
         partition: 0,
         node: name(2),
         epoch: 2,
+        force: false,
     }));
     assert_eq!(next.map[0].moving, None);
     assert!(!next.map[0].copies.holds("db-2"));
+}
+
+#[test]
+fn a_move_drops_the_old_copy_only_once_every_other_replica_is_in_sync_again() {
+    // Three copies on four nodes: db-0 leads, db-1 and db-2 follow, and the move of db-0's copy
+    // to db-3 has switched over: db-3 leads at epoch 2. db-1 and db-2 are still being repointed
+    // at it (neither is in sync with db-3 yet): dropping db-0 now would leave db-3 the only
+    // in-sync copy.
+    let d = desired(4, 1, 3);
+    let mut e = entry(3, &[0, 1, 2], 2);
+    e.moving = Some(Move {
+        from: name(0),
+        to: name(3),
+    });
+    let map = vec![e];
+    let mut nodes = matching(4, &map, 5, 1);
+    for i in [1, 2] {
+        nodes[i].copies.insert(0, replica_report(1, 5, "db-0"));
+    }
+    report(&mut nodes, 3, 0)
+        .replicas
+        .retain(|r| r.node == "db-0");
+    let plan = plan(&d, &nodes, &current(map.clone(), 1), 0);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Drop { .. })),
+        "{:?}",
+        plan.actions
+    );
+    assert!(plan.map[0].moving.is_some(), "the move waits");
+    assert!(plan.map[0].copies.holds("db-0"));
+    // Once they follow db-3 in sync, db-0's copy goes.
+    let nodes = matching(4, &map, 5, 1);
+    let plan = super::plan(&d, &nodes, &current(map, 1), 10);
+    assert!(plan.actions.contains(&Action::Drop {
+        partition: 0,
+        node: name(0),
+        epoch: 2,
+        force: false,
+    }));
+    assert_eq!(plan.map[0].moving, None);
 }
 
 #[test]
@@ -903,21 +999,33 @@ fn stray_copies_are_dropped() {
             partition: 0,
             node: name(3),
             epoch: 1,
+            force: false,
         }]
     );
-    // A stray that still leads (an old primary back after its copy left the map) would refuse
-    // the drop: it is told to follow first.
-    nodes[3].copies.insert(0, primary_report(1, 12, &[]));
-    let plan = super::plan(&d, &nodes, &current(map.clone(), 1), 0);
+    // A stray that still leads at an older epoch (an old primary back after its copy left the
+    // map) is dropped by force at its own epoch: told to follow, it would acknowledge writes
+    // as a replica the map does not name, which a failover would not consider.
+    let mut later = map.clone();
+    later[0].copies.epoch = 3;
+    let nodes_later = matching(4, &later, 10, 1);
+    let mut nodes = nodes_later;
+    nodes[3].copies.insert(0, primary_report(2, 12, &[]));
+    let plan = super::plan(&d, &nodes, &current(later.clone(), 1), 0);
     assert_eq!(
         plan.actions,
-        vec![Action::Follow {
+        vec![Action::Drop {
             partition: 0,
             node: name(3),
-            primary: name(0),
-            epoch: 1,
+            epoch: 2,
+            force: true,
         }]
     );
+    // One that leads at the map's epoch is left alone: nothing is dropped by force that a
+    // newer plan may have made primary.
+    nodes[3].copies.insert(0, primary_report(3, 12, &[]));
+    let plan = super::plan(&d, &nodes, &current(later, 1), 0);
+    assert!(plan.is_quiet(), "{:?}", plan.actions);
+    let mut nodes = matching(4, &map, 10, 1);
     // Not when the node is ahead of the map, nor while the primary is not answering.
     nodes[3].copies.insert(0, replica_report(2, 10, "db-0"));
     let plan = super::plan(&d, &nodes, &current(map.clone(), 1), 0);
@@ -1034,10 +1142,17 @@ fn a_promotion_that_failed_after_the_fence_still_waits_for_the_old_primarys_tail
     old.replicas.clear();
     let plan = plan(&d, &nodes, &current(recorded.clone(), 2), 10);
     // Fenced again (a retry), so that the promotion waits for its end offset; it is repointed
-    // by the promotion, once caught up with, not before.
+    // by the promotion, once caught up with, not before. The other replica moves to the new
+    // epoch first, as in a failover.
     assert_eq!(
         without_topology(&plan),
         vec![
+            &Action::Follow {
+                partition: 0,
+                node: name(2),
+                primary: name(1),
+                epoch: 2,
+            },
             &Action::Promote {
                 partition: 0,
                 node: name(1),
@@ -1045,12 +1160,6 @@ fn a_promotion_that_failed_after_the_fence_still_waits_for_the_old_primarys_tail
                 fence: vec![(name(0), 1)],
                 hosted: true,
                 reason: Reason::Repair,
-            },
-            &Action::Follow {
-                partition: 0,
-                node: name(2),
-                primary: name(1),
-                epoch: 2,
             },
         ]
     );
@@ -1176,6 +1285,7 @@ fn a_move_finishing_drops_the_old_copy_once() {
             partition: 0,
             node: name(2),
             epoch: 1,
+            force: false,
         }]
     );
 }
@@ -1717,12 +1827,12 @@ impl Sim {
         Ok(())
     }
 
-    fn drop_copy(&mut self, p: usize, node: &str, epoch: u64) -> Result<(), String> {
+    fn drop_copy(&mut self, p: usize, node: &str, epoch: u64, force: bool) -> Result<(), String> {
         let i = self.up(node)?;
         let Some(c) = self.nodes[i].copies.get_mut(&p) else {
             return Ok(());
         };
-        if c.role == SimRole::Primary {
+        if c.role == SimRole::Primary && !force {
             return Err(format!("{node} is primary of {p}"));
         }
         check_change(c, Change::Drop, epoch, &SimRole::Unassigned)?;
@@ -1753,7 +1863,8 @@ impl Sim {
                 partition,
                 node,
                 epoch,
-            } => self.drop_copy(*partition, node, *epoch),
+                force,
+            } => self.drop_copy(*partition, node, *epoch, *force),
             Action::DeletePod { pod } => {
                 let i = ordinal(pod).filter(|&i| i < self.sts && self.has_pod(i));
                 let i = i.ok_or_else(|| format!("no pod {pod}"))?;

@@ -482,6 +482,16 @@ impl FakeApi {
             .collect()
     }
 
+    /// Every version of `plural` `namespace/name` still in the watch history, oldest first.
+    pub fn history(&self, plural: &str, namespace: &str, name: &str) -> Vec<Value> {
+        self.lock()
+            .history
+            .iter()
+            .filter(|(_, _, k, _)| k.1 == plural && k.2 == namespace && k.3 == name)
+            .map(|(_, _, _, obj)| obj.clone())
+            .collect()
+    }
+
     /// Changes a stored object with `edit`, as another client would (bumps resourceVersion).
     pub fn edit<K>(&self, namespace: &str, name: &str, edit: impl FnOnce(&mut Value))
     where

@@ -654,3 +654,86 @@ async fn an_operator_killed_anywhere_in_a_scale_up_converges_with_every_copy_kep
     c.assert_copies_agree().await;
     println!("SCENARIO operator-restart-scale ok restarts=12 lost_acked=0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_anywhere_in_a_rolling_update_converges_with_writes_kept() {
+    let mut c = Cluster::new(3, "nodes: 3\npartitions: 4").await;
+    c.ready().await;
+    let client = c.client().await;
+    for k in 0..100 {
+        client
+            .put(put(&format!("key:{k}"), &format!("v{k}")))
+            .await
+            .unwrap();
+    }
+    // The template moves on; the pods stay on the old revision (OnDelete).
+    let label = |api: &FakeApi, i: usize, rev: &str| {
+        let rev = rev.to_string();
+        api.edit::<Pod>(NS, &format!("{NAME}-{i}"), move |pod| {
+            pod["metadata"]["labels"]["controller-revision-hash"] = json!(rev)
+        });
+    };
+    for i in 0..3 {
+        label(&c.api, i, "rev-old");
+    }
+    c.api.edit::<StatefulSet>(NS, NAME, |sts| {
+        sts["status"] = json!({"replicas": 3, "observedGeneration": sts["metadata"]["generation"],
+            "currentRevision": "rev-old", "updateRevision": "rev-new"});
+    });
+    let mut restarted = Vec::new();
+    let mut restarts = 0;
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let mut next_kill = tokio::time::Instant::now();
+    loop {
+        // Kill the operator every 60 to 210 ms while the rollout goes on.
+        if tokio::time::Instant::now() >= next_kill && restarted.len() < 3 {
+            c.kill_operator();
+            c.start_operator();
+            restarts += 1;
+            next_kill =
+                tokio::time::Instant::now() + Duration::from_millis(60 + 37 * (restarts % 5));
+        }
+        let missing: Vec<usize> = (0..3)
+            .filter(|i| c.api.get::<Pod>(NS, &format!("{NAME}-{i}")).is_none())
+            .collect();
+        assert!(missing.len() <= 1, "more than one pod down: {missing:?}");
+        for i in missing {
+            let name = format!("{NAME}-{i}");
+            let status = c.status();
+            assert!(
+                status
+                    .partitions
+                    .iter()
+                    .all(|p| p.primary.as_deref() != Some(name.as_str())),
+                "{name} deleted while primary: {:?}",
+                status.partitions
+            );
+            c.nodes.kill(i);
+            c.nodes.start(i).await;
+            c.api.insert(&c.nodes.pod(i));
+            label(&c.api, i, "rev-new");
+            restarted.push(i);
+        }
+        assert_single_primaries(&c).await;
+        if restarted.len() >= 3 && c.status().phase == Some(Phase::Ready) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the rolling update did not finish: restarted {restarted:?}, {:#?}",
+            c.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut once = restarted.clone();
+    once.sort_unstable();
+    assert_eq!(once, [0, 1, 2], "each pod restarted once: {restarted:?}");
+    for k in 0..100 {
+        assert_eq!(
+            read(&client, &format!("key:{k}")).await.unwrap(),
+            format!("v{k}").into_bytes()
+        );
+    }
+    c.assert_copies_agree().await;
+    println!("SCENARIO operator-restart-rollout ok restarts={restarts} lost_acked=0");
+}

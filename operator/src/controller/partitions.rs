@@ -224,6 +224,7 @@ pub(super) async fn manage(
     let mut errors = Vec::new();
     let mut promoted = Vec::new();
     for action in &plan.actions {
+        tracing::info!(set = %name, map_version = plan.version, ?action, "node call");
         match act(ctx, rps, namespace, &desired, &plan, &addresses, action).await {
             Ok(()) => {
                 if let Action::Promote {

@@ -355,65 +355,49 @@ async fn usage_errors_are_exit_code_2() {
     }
 }
 
+/// `switchover orders -n shop --partition <partition> --to <to>`, then `extra`.
+fn switchover_in_shop<'a>(partition: &'a str, to: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "switchover",
+        "orders",
+        "-n",
+        "shop",
+        "--partition",
+        partition,
+        "--to",
+        to,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_to_a_pod_without_a_replica_or_a_missing_partition_is_refused() {
     let fx = Fixture::start().await;
     insert_set(&fx.api, "shop", "orders", sample_status());
     fx.api.take_calls();
 
-    let ran = fx
-        .run(&[
-            "switchover",
-            "orders",
-            "-n",
-            "shop",
-            "--partition",
+    for (partition, to, refusal) in [
+        (
             "1",
-            "--to",
             "orders-0",
-        ])
-        .await;
-    assert_eq!(ran.code, Some(1), "{ran:?}");
-    assert_eq!(
-        ran.stderr,
-        "error: orders-0 holds no replica of partition 1; choose one of: orders-2, orders-3\n"
-    );
-
-    let ran = fx
-        .run(&[
-            "switchover",
-            "orders",
-            "-n",
-            "shop",
-            "--partition",
+            "error: orders-0 holds no replica of partition 1; choose one of: orders-2, orders-3\n",
+        ),
+        (
             "1",
-            "--to",
             "orders-1",
-        ])
-        .await;
-    assert_eq!(ran.code, Some(1), "{ran:?}");
-    assert_eq!(
-        ran.stderr,
-        "error: orders-1 is already the primary of partition 1; choose one of its replicas: orders-2, orders-3\n"
-    );
-
-    let ran = fx
-        .run(&[
-            "switchover",
-            "orders",
-            "-n",
-            "shop",
-            "--partition",
+            "error: orders-1 is already the primary of partition 1; choose one of its replicas: orders-2, orders-3\n",
+        ),
+        (
             "4",
-            "--to",
             "orders-1",
-        ])
-        .await;
-    assert_eq!(ran.code, Some(1), "{ran:?}");
-    assert_eq!(
-        ran.stderr,
-        "error: partition 4 does not exist: orders has 4 partitions (0 to 3)\n"
-    );
+            "error: partition 4 does not exist: orders has 4 partitions (0 to 3)\n",
+        ),
+    ] {
+        let ran = fx.run(&switchover_in_shop(partition, to, &[])).await;
+        assert_eq!(ran.code, Some(1), "{ran:?}");
+        assert_eq!(ran.stderr, refusal);
+    }
 
     assert!(
         fx.api.take_writes().is_empty(),
@@ -433,18 +417,7 @@ async fn a_switchover_to_a_replica_sets_the_annotation_with_a_merge_patch() {
     let before = fx.stored("shop", "orders");
     fx.api.take_calls();
 
-    let ran = fx
-        .run(&[
-            "switchover",
-            "orders",
-            "-n",
-            "shop",
-            "--partition",
-            "1",
-            "--to",
-            "orders-3",
-        ])
-        .await;
+    let ran = fx.run(&switchover_in_shop("1", "orders-3", &[])).await;
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let value = fx
         .api
@@ -481,18 +454,7 @@ async fn a_switchover_to_a_replica_sets_the_annotation_with_a_merge_patch() {
     assert_eq!(after["status"], before["status"]);
 
     // The same request again is a new value, so the operator sees it as new.
-    let again = fx
-        .run(&[
-            "switchover",
-            "orders",
-            "-n",
-            "shop",
-            "--partition",
-            "1",
-            "--to",
-            "orders-3",
-        ])
-        .await;
+    let again = fx.run(&switchover_in_shop("1", "orders-3", &[])).await;
     assert_eq!(again.code, Some(0), "{again:?}");
     let second = fx
         .api
@@ -507,19 +469,11 @@ async fn a_switchover_with_wait_follows_the_status_until_done() {
     let fx = Fixture::start().await;
     insert_set(&fx.api, "shop", "orders", sample_status());
 
-    let mut running = fx.spawn(&[
-        "switchover",
-        "orders",
-        "-n",
-        "shop",
-        "--partition",
+    let mut running = fx.spawn(&switchover_in_shop(
         "0",
-        "--to",
         "orders-2",
-        "--wait",
-        "--timeout",
-        "30s",
-    ]);
+        &["--wait", "--timeout", "30s"],
+    ));
     let value = fx
         .annotation_set("shop", "orders", SWITCHOVER_ANNOTATION)
         .await;
@@ -564,17 +518,7 @@ async fn a_switchover_with_wait_fails_when_refused_or_out_of_time() {
     let fx = Fixture::start().await;
     insert_set(&fx.api, "shop", "orders", sample_status());
 
-    let running = fx.spawn(&[
-        "switchover",
-        "orders",
-        "-n",
-        "shop",
-        "--partition",
-        "2",
-        "--to",
-        "orders-3",
-        "--wait",
-    ]);
+    let running = fx.spawn(&switchover_in_shop("2", "orders-3", &["--wait"]));
     let value = fx
         .annotation_set("shop", "orders", SWITCHOVER_ANNOTATION)
         .await;

@@ -1018,28 +1018,11 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
         // The old copy goes only once every other replica is in sync with the primary: right
         // after a switchover they are still being repointed at the new primary, which would
         // otherwise be the only in-sync copy left (and a failover would find no candidate).
-        let rest_in_sync = entry
-            .copies
-            .replicas
-            .iter()
-            .filter(|r| **r != m.from)
-            .all(|r| view.in_sync(r, entry, p));
-        if !rest_in_sync {
+        if !rest_in_sync(view, p, entry, &m.from) {
             continue;
         }
-        entry.copies.replicas.retain(|r| *r != m.from);
-        entry.in_sync.retain(|r| *r != m.from);
-        entry.lag.retain(|(r, _, _)| *r != m.from);
         entry.moving = None;
-        plan.actions.push(Action::Drop {
-            partition: p,
-            node: m.from.clone(),
-            epoch: entry
-                .copies
-                .epoch
-                .max(view.report(&m.from, p).map_or(0, |r| r.epoch)),
-            force: false,
-        });
+        drop_replica(view, p, entry, &m.from, plan);
         plan.moves.push((p, m.from, m.to, false));
     }
 
@@ -1107,31 +1090,17 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
             (Some(to), Some(from)) => {
                 // The copy that goes may be dead; every other must be in sync.
                 let e = &map[p];
-                let others_ok = view.primary_ok(e, p)
-                    && e.copies
-                        .replicas
-                        .iter()
-                        .all(|r| *r == from || view.in_sync(r, e, p));
+                let others_ok = view.primary_ok(e, p) && rest_in_sync(view, p, e, &from);
                 if !view.reachable(to) || !others_ok {
                     continue;
                 }
                 let to = to.clone();
                 let e = &mut map[p];
-                e.copies.replicas.push(to.clone());
-                sort_by_ordinal(&mut e.copies.replicas);
+                add_replica(p, e, &to, plan);
                 e.moving = Some(Move {
                     from: from.clone(),
                     to: to.clone(),
                 });
-                let (primary, epoch) = (e.copies.primary.clone(), e.copies.epoch);
-                if let Some(primary) = primary {
-                    plan.actions.push(Action::Follow {
-                        partition: p,
-                        node: to.clone(),
-                        primary,
-                        epoch,
-                    });
-                }
                 plan.moves.push((p, from, to, true));
                 in_flight += 1;
             }
@@ -1143,44 +1112,16 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
                 {
                     continue;
                 }
-                let e = &mut map[p];
-                e.copies.replicas.push(to.clone());
-                sort_by_ordinal(&mut e.copies.replicas);
-                if let Some(primary) = e.copies.primary.clone() {
-                    plan.actions.push(Action::Follow {
-                        partition: p,
-                        node: to.clone(),
-                        primary,
-                        epoch: e.copies.epoch,
-                    });
-                }
+                add_replica(p, &mut map[p], to, plan);
                 in_flight += 1;
             }
             (None, Some(from)) if map[p].copies.primary.as_ref() != Some(&from) => {
                 // A copy too many: dropped once every other one is in sync.
                 let e = &map[p];
-                let others_ok = view.primary_ok(e, p)
-                    && e.copies
-                        .replicas
-                        .iter()
-                        .all(|r| *r == from || view.in_sync(r, e, p));
-                if !others_ok {
+                if !view.primary_ok(e, p) || !rest_in_sync(view, p, e, &from) {
                     continue;
                 }
-                let epoch = e
-                    .copies
-                    .epoch
-                    .max(view.report(&from, p).map_or(0, |r| r.epoch));
-                let e = &mut map[p];
-                e.copies.replicas.retain(|r| *r != from);
-                e.in_sync.retain(|r| *r != from);
-                e.lag.retain(|(r, _, _)| *r != from);
-                plan.actions.push(Action::Drop {
-                    partition: p,
-                    node: from,
-                    epoch,
-                    force: false,
-                });
+                drop_replica(view, p, &mut map[p], &from, plan);
             }
             _ if target[p].primary != map[p].copies.primary
                 && desired.rebalance
@@ -1198,6 +1139,47 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
             _ => {}
         }
     }
+}
+
+/// Whether every replica of `e` but `except` is in sync with its primary.
+fn rest_in_sync(view: &View, p: usize, e: &Entry, except: &str) -> bool {
+    e.copies
+        .replicas
+        .iter()
+        .filter(|r| *r != except)
+        .all(|r| view.in_sync(r, e, p))
+}
+
+/// Adds `to` as a replica of partition `p` and tells it to follow the primary.
+fn add_replica(p: usize, e: &mut Entry, to: &str, plan: &mut Plan) {
+    e.copies.replicas.push(to.to_string());
+    sort_by_ordinal(&mut e.copies.replicas);
+    if let Some(primary) = e.copies.primary.clone() {
+        plan.actions.push(Action::Follow {
+            partition: p,
+            node: to.to_string(),
+            primary,
+            epoch: e.copies.epoch,
+        });
+    }
+}
+
+/// Removes replica `from` of partition `p` from the map and drops its copy, at an epoch the
+/// node accepts (never lower than the one it holds).
+fn drop_replica(view: &View, p: usize, e: &mut Entry, from: &str, plan: &mut Plan) {
+    let epoch = e
+        .copies
+        .epoch
+        .max(view.report(from, p).map_or(0, |r| r.epoch));
+    e.copies.replicas.retain(|r| r != from);
+    e.in_sync.retain(|r| r != from);
+    e.lag.retain(|(r, _, _)| r != from);
+    plan.actions.push(Action::Drop {
+        partition: p,
+        node: from.to_string(),
+        epoch,
+        force: false,
+    });
 }
 
 /// The copies of `e` once its move, if any, is done.

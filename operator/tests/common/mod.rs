@@ -1203,33 +1203,32 @@ impl Process {
             .status()
             .unwrap();
         assert!(sent.success(), "kill -TERM {pid} failed");
-        let end = std::time::Instant::now() + deadline;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < end,
-                "process {pid} did not stop within {deadline:?} of SIGTERM"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        self.exit_within(
+            deadline,
+            &format!("did not stop within {deadline:?} of SIGTERM"),
+        )
+        .await
     }
-}
 
-impl Process {
     /// Waits up to `deadline` for the process to exit by itself, and returns its exit status.
     pub async fn wait(&mut self, deadline: std::time::Duration) -> std::process::ExitStatus {
+        self.exit_within(deadline, &format!("did not exit within {deadline:?}"))
+            .await
+    }
+
+    /// Polls for the exit status until `deadline`; past it, panics with `process <pid> <what>`.
+    async fn exit_within(
+        &mut self,
+        deadline: std::time::Duration,
+        what: &str,
+    ) -> std::process::ExitStatus {
         let pid = self.0.id();
         let end = std::time::Instant::now() + deadline;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < end,
-                "process {pid} did not exit within {deadline:?}"
-            );
+            assert!(std::time::Instant::now() < end, "process {pid} {what}");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }

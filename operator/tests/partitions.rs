@@ -382,6 +382,27 @@ async fn a_lost_primary_is_replaced_without_losing_a_quorum_write_and_rejoins_as
     println!("SCENARIO failover ok ready_ms={ready_ms} failover_ms={failover_ms} lost_acked=0");
 }
 
+/// Writes `key:0` to `key:<n-1>`, each with value `v<k>`, at QUORUM.
+async fn write_keys(client: &Client, n: usize) {
+    for k in 0..n {
+        client
+            .put(put(&format!("key:{k}"), &format!("v{k}")))
+            .await
+            .unwrap();
+    }
+}
+
+/// Every key `write_keys` wrote is there, with its value.
+async fn assert_keys(client: &Client, n: usize) {
+    for k in 0..n {
+        assert_eq!(
+            read(client, &format!("key:{k}")).await,
+            Some(format!("v{k}").into_bytes()),
+            "key:{k} was acknowledged and is not as written"
+        );
+    }
+}
+
 /// A key of partition `p`, found by asking the client's map.
 async fn first_key_of(client: &Client, p: usize) -> String {
     let slots = partita_node::slot::SlotMap::new(client.partitions()).unwrap();
@@ -396,9 +417,7 @@ async fn a_switchover_by_annotation_moves_the_primary_with_nothing_lost() {
     let mut c = Cluster::new(3, "nodes: 3\npartitions: 3").await;
     c.ready().await;
     let client = c.client().await;
-    for k in 0..100 {
-        client.put(put(&format!("key:{k}"), "v")).await.unwrap();
-    }
+    write_keys(&client, 100).await;
     let (primary, replicas, epoch) = c.map()[1].clone();
     let to = replicas[0].clone();
 
@@ -452,9 +471,7 @@ async fn a_switchover_by_annotation_moves_the_primary_with_nothing_lost() {
         ))),
         "{notes:?}"
     );
-    for k in 0..100 {
-        assert!(read(&client, &format!("key:{k}")).await.is_some());
-    }
+    assert_keys(&client, 100).await;
     c.ready().await;
     c.assert_copies_agree().await;
     assert_status_never_wiped(&c);
@@ -489,12 +506,7 @@ async fn scaling_up_moves_partitions_onto_new_nodes_and_scaling_down_drains_firs
     let mut c = Cluster::new(3, spec).await;
     c.ready().await;
     let client = c.client().await;
-    for k in 0..300 {
-        client
-            .put(put(&format!("key:{k}"), &format!("v{k}")))
-            .await
-            .unwrap();
-    }
+    write_keys(&client, 300).await;
 
     let began = Instant::now();
     c.api
@@ -552,12 +564,7 @@ async fn scaling_up_moves_partitions_onto_new_nodes_and_scaling_down_drains_firs
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let down_ms = began.elapsed().as_millis();
-    for k in 0..300 {
-        assert_eq!(
-            read(&client, &format!("key:{k}")).await.unwrap(),
-            format!("v{k}").into_bytes()
-        );
-    }
+    assert_keys(&client, 300).await;
     c.assert_copies_agree().await;
     println!("SCENARIO scale ok up_ms={up_ms} down_ms={down_ms} lost_acked=0");
 }
@@ -568,9 +575,7 @@ async fn an_operator_killed_anywhere_in_a_failover_converges_to_one_primary_per_
     let mut c = Cluster::new(3, spec).await;
     c.ready().await;
     let client = c.client().await;
-    for k in 0..100 {
-        client.put(put(&format!("key:{k}"), "v")).await.unwrap();
-    }
+    write_keys(&client, 100).await;
     let victim = c.map()[0].0.clone();
     c.nodes.kill(c.nodes.ordinal(&victim));
 
@@ -591,9 +596,7 @@ async fn an_operator_killed_anywhere_in_a_failover_converges_to_one_primary_per_
     c.nodes.start(c.nodes.ordinal(&victim)).await;
     c.ready().await;
     assert_single_primaries(&c).await;
-    for k in 0..100 {
-        assert!(read(&client, &format!("key:{k}")).await.is_some());
-    }
+    assert_keys(&client, 100).await;
     c.assert_copies_agree().await;
     println!("SCENARIO operator-restart ok restarts=12 lost_acked=0");
 }
@@ -678,12 +681,7 @@ async fn an_operator_killed_anywhere_in_a_scale_up_converges_with_every_copy_kep
     let mut c = Cluster::new(3, spec).await;
     c.ready().await;
     let client = c.client().await;
-    for k in 0..200 {
-        client
-            .put(put(&format!("key:{k}"), &format!("v{k}")))
-            .await
-            .unwrap();
-    }
+    write_keys(&client, 200).await;
     c.api
         .edit::<ReplicatedPartitionSet>(NS, NAME, |o| o["spec"]["nodes"] = json!(4));
     for round in 0..12u64 {
@@ -712,12 +710,7 @@ async fn an_operator_killed_anywhere_in_a_scale_up_converges_with_every_copy_kep
     for p in &c.status().partitions {
         assert_eq!(p.replicas.len(), 1, "partition {}: {p:?}", p.id);
     }
-    for k in 0..200 {
-        assert_eq!(
-            read(&client, &format!("key:{k}")).await.unwrap(),
-            format!("v{k}").into_bytes()
-        );
-    }
+    assert_keys(&client, 200).await;
     c.assert_copies_agree().await;
     println!("SCENARIO operator-restart-scale ok restarts=12 lost_acked=0");
 }
@@ -727,12 +720,7 @@ async fn an_operator_killed_anywhere_in_a_rolling_update_converges_with_writes_k
     let mut c = Cluster::new(3, "nodes: 3\npartitions: 4").await;
     c.ready().await;
     let client = c.client().await;
-    for k in 0..100 {
-        client
-            .put(put(&format!("key:{k}"), &format!("v{k}")))
-            .await
-            .unwrap();
-    }
+    write_keys(&client, 100).await;
     // The template moves on; the pods stay on the old revision (OnDelete).
     let label = |api: &FakeApi, i: usize, rev: &str| {
         let rev = rev.to_string();
@@ -795,12 +783,7 @@ async fn an_operator_killed_anywhere_in_a_rolling_update_converges_with_writes_k
     let mut once = restarted.clone();
     once.sort_unstable();
     assert_eq!(once, [0, 1, 2], "each pod restarted once: {restarted:?}");
-    for k in 0..100 {
-        assert_eq!(
-            read(&client, &format!("key:{k}")).await.unwrap(),
-            format!("v{k}").into_bytes()
-        );
-    }
+    assert_keys(&client, 100).await;
     c.assert_copies_agree().await;
     println!("SCENARIO operator-restart-rollout ok restarts={restarts} lost_acked=0");
 }

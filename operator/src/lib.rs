@@ -8,10 +8,12 @@
 //!   objects by server-side apply and writes status the same way.
 //! - [`leader`] elects one acting replica through a Lease; its decisions are pure too.
 //! - [`metrics`] and [`http`] serve `/metrics`, `/healthz` and `/readyz`.
-//! - [`planner`] is pure: so far the failover choice. Placement, rebalancing, the full
-//!   `plan(desired, observed, now) -> actions` and the controller acting on it are #7's.
+//! - [`planner`] is pure: `plan(desired, observed, current, now)` decides placement, failover,
+//!   switchover, moves and rollouts; [`controller`] records its map and carries its actions out.
+//! - [`health`] and [`nodes`] poll and call the nodes over gRPC.
 //! - [`requests`] is pure: the values of the request annotations (switchover, rebalance) that
 //!   users set and the operator acts on.
+//! - [`run`] runs the whole operator (HTTP, election, controller), for `main` and the e2e box.
 //! - [`plugin`] is the `kubectl-partita` kubectl plugin; its formatting and checks are pure.
 //!
 //! The resource types come from [`partita_api`].
@@ -28,6 +30,7 @@ pub mod planner;
 pub mod plugin;
 pub mod requests;
 pub mod resources;
+pub mod run;
 pub mod status;
 pub mod validate;
 

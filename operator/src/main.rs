@@ -1,21 +1,16 @@
-//! `partita-operator`: a thin main. It parses flags, sets up logging, and runs three things
-//! until SIGTERM or Ctrl-C: the HTTP endpoints, the leader election, and, while this replica
-//! leads, the controller. Losing the lead stops the controller at once (its reconciles are
-//! level-triggered, so an interrupted one is simply redone by the next leader); shutting down
-//! lets reconciles in flight finish, then releases the lease.
+//! `partita-operator`: a thin main. It parses flags, sets up logging and the client, and hands
+//! over to [`partita_operator::run`], which runs the HTTP endpoints, the leader election and,
+//! while this replica leads, the controller, until SIGTERM or Ctrl-C.
 
 use clap::Parser;
-use partita_operator::controller::{self, Context, Settings};
+use partita_operator::controller::Settings;
 use partita_operator::error::{Error, Result};
-use partita_operator::http;
 use partita_operator::leader::{self, Timing};
 use partita_operator::metrics::Metrics;
-use prometheus_client::registry::Registry;
+use partita_operator::run::{self, Options};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// The Partita operator: runs ReplicatedPartitionSets as StatefulSets of partita-node pods.
 #[derive(Debug, Parser)]
@@ -113,17 +108,6 @@ async fn run(args: Args) -> Result<()> {
     // Reaching the API server once is what readiness means.
     client.apiserver_version().await?;
 
-    let metrics = Metrics::default();
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let (ready_tx, ready_rx) = watch::channel(true);
     let listener = tokio::net::TcpListener::bind(args.http_listen)
         .await
         .map_err(|source| Error::Io {
@@ -131,76 +115,24 @@ async fn run(args: Args) -> Result<()> {
             source,
         })?;
     tracing::info!(addr = %args.http_listen, %identity, "partita-operator started");
-    let shared = http::Shared {
-        registry: Arc::new(registry),
-        ready: ready_rx,
+    let options = Options {
+        settings: Settings {
+            default_image: args.node_image,
+            namespace: args.namespace,
+            instance: identity.clone(),
+            node_grpc_port: args.node_grpc_port,
+            node_resp_port: args.node_resp_port,
+            ..Settings::default()
+        },
+        election: leader::Config {
+            name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity,
+            timing,
+        },
+        http: Some(listener),
     };
-    let http_task = tokio::spawn(http::serve(listener, shared, stopped()));
-
-    let (leading_tx, mut leading) = watch::channel(false);
-    let election = leader::Config {
-        name: args.lease_name,
-        namespace: args.lease_namespace,
-        identity: identity.clone(),
-        timing,
-    };
-    // The election stops only after the controller has: a lease released while reconciles
-    // were still finishing would let a standby act alongside them.
-    let (controller_done_tx, mut controller_done) = watch::channel(false);
-    let election_stop = async move {
-        let _ = controller_done.wait_for(|d| *d).await;
-    };
-    let election_task = tokio::spawn(leader::run(
-        client.clone(),
-        election,
-        leading_tx,
-        election_stop,
-    ));
-
-    let settings = Settings {
-        default_image: args.node_image,
-        namespace: args.namespace,
-        instance: identity,
-        node_grpc_port: args.node_grpc_port,
-        node_resp_port: args.node_resp_port,
-        ..Settings::default()
-    };
-    let signal = tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
-
-    let shutting_down = stopped();
-    tokio::pin!(shutting_down);
-    loop {
-        tokio::select! {
-            r = leading.wait_for(|l| *l) => if r.is_err() { break },
-            () = &mut shutting_down => break,
-        }
-        metrics.leader.set(1);
-        let ctx = Context::new(client.clone(), settings.clone(), metrics.clone());
-        let lost = async {
-            let _ = leading.wait_for(|l| !*l).await;
-        };
-        tokio::select! {
-            r = controller::run(ctx, stopped()) => { r?; metrics.leader.set(0); break }
-            () = lost => tracing::warn!("lost the lead: the controller stops until it is regained"),
-        }
-        metrics.leader.set(0);
-    }
-    let _ = ready_tx.send(false);
-    let _ = controller_done_tx.send(true);
-    signal.abort();
-    match election_task.await {
-        Ok(r) => r?,
-        Err(e) => tracing::warn!(error = %e, "the election task ended abnormally"),
-    }
-    match http_task.await {
-        Ok(r) => r?,
-        Err(e) => tracing::warn!(error = %e, "the HTTP task ended abnormally"),
-    }
-    Ok(())
+    run::run(client, options, Metrics::default(), wait_for_signal()).await
 }
 
 async fn wait_for_signal() {

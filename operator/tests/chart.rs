@@ -728,7 +728,8 @@ fn hadolint() -> PathBuf {
 
 #[test]
 fn the_dockerfiles_pass_hadolint_and_fit_what_the_operator_runs() {
-    let files = ["node/Dockerfile", "operator/Dockerfile"].map(|f| repo_root().join(f));
+    let files =
+        ["node/Dockerfile", "operator/Dockerfile", "e2e/Dockerfile"].map(|f| repo_root().join(f));
     let out = Command::new(hadolint())
         .args(["--failure-threshold", "info"])
         .args(&files)

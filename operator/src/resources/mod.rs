@@ -20,7 +20,7 @@ mod statefulset;
 pub use config::{DATA_DIR, config_hash, config_map, node_config};
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, peer_service};
-pub use statefulset::{claim_template_of, statefulset};
+pub use statefulset::{CONTAINER_NAME, RUN_AS, claim_template_of, statefulset};
 
 use crate::error::{Error, Result};
 use crate::validate::{Existing, Valid};

@@ -1,0 +1,106 @@
+//! freeze and network-cut: a primary stops answering without dying, either frozen (SIGSTOP:
+//! it holds its connections and answers nothing) or cut off the network (its connections drop
+//! and new ones fail). It is replaced at a newer epoch; when it thaws or its network heals it
+//! follows the new primary, and is never a second writer: a write sent to it is refused.
+
+use super::Outcome;
+use super::failover::{epoch_of, key_of, not_led_by, refused_on};
+use super::set::{SETTLE, Set, led_by};
+use super::writer::{Writer, count_lost};
+use crate::cluster::Cluster;
+use crate::{Error, Result};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// How the primary stops answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGSTOP, then SIGCONT.
+    Freeze,
+    /// Its network cut, then healed.
+    Cut,
+}
+
+/// Runs the scenario with `fault`.
+pub async fn run(cluster: &mut impl Cluster, fault: Fault) -> Result<Outcome> {
+    let name = match fault {
+        Fault::Freeze => "freeze",
+        Fault::Cut => "network-cut",
+    };
+    let set = Set::create(
+        cluster,
+        name,
+        "nodes: 3\npartitions: 4\nreplicationFactor: 3",
+    )
+    .await?;
+    let before = set.until_ready(SETTLE).await?;
+    let client = Arc::new(set.client().await?);
+    let writer = Writer::start(client.clone(), 2, name)?;
+    let victim = before
+        .partitions
+        .first()
+        .and_then(|p| p.primary.clone())
+        .ok_or_else(|| Error::Check("partition 0 has no primary".into()))?;
+    let led = led_by(&before, &victim);
+
+    let start = Instant::now();
+    match fault {
+        Fault::Freeze => cluster.freeze(&victim).await?,
+        Fault::Cut => cluster.cut(&victim).await?,
+    }
+    // Ready before the fault is undone, so the write that probes for a second writer goes
+    // out at once.
+    let stale_key = key_of(client.partitions(), led[0] as u32)?;
+    let replaced = set
+        .until("the stalled primary to be replaced", SETTLE, |s| {
+            led.iter().all(|&p| {
+                s.partitions
+                    .iter()
+                    .any(|x| x.id == p && x.primary.as_deref().is_some_and(|pr| pr != victim))
+            })
+        })
+        .await;
+    // Undo the fault whatever happened, so the victim never outlives the scenario frozen.
+    let undone = match fault {
+        Fault::Freeze => cluster.thaw(&victim).await,
+        Fault::Cut => cluster.heal(&victim).await,
+    };
+    let replaced_after = start.elapsed();
+    let replaced = replaced?;
+    undone?;
+    // At once, before the operator tells it: it may still believe it leads at its old epoch,
+    // but a write sent to it must not be acknowledged.
+    let partition = led[0] as u32;
+    let stale = refused_on(
+        &set,
+        &victim,
+        partition,
+        &stale_key,
+        epoch_of(&replaced, partition),
+    )
+    .await?;
+
+    let status = set.until_ready(SETTLE).await?;
+    set.check_single_primaries().await?;
+    // Later, it refuses writes for a partition it does not lead (rebalancing may have given
+    // it primaries back, at newer epochs).
+    let other = not_led_by(&status, &victim)?;
+    let key = key_of(client.partitions(), other)?;
+    let refused = refused_on(&set, &victim, other, &key, epoch_of(&status, other)).await?;
+    let record = writer.stop().await;
+    let lost = count_lost(&client, &record).await?;
+    super::ensure(lost == 0, || {
+        format!(
+            "{lost} of {} acknowledged writes were lost",
+            record.acks.len()
+        )
+    })?;
+    let copies = set.check_copies_agree().await?;
+    Ok(Outcome::new(name)
+        .millis("replaced_ms", replaced_after)
+        .with("stale_write", stale)
+        .with("non_primary_write", refused)
+        .with("lost_acked", lost)
+        .with("acked", record.acks.len())
+        .with("copies", copies))
+}

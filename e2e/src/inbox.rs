@@ -285,8 +285,10 @@ impl Cluster for InBox {
         None
     }
 
-    async fn kill(&self, pod: &str, _down_for: Duration) -> Result<()> {
-        self.kubelet()?.kill(&self.config.namespace, pod).await
+    async fn kill(&self, pod: &str, down_for: Duration) -> Result<()> {
+        self.kubelet()?
+            .kill_for(&self.config.namespace, pod, down_for)
+            .await
     }
 
     async fn freeze(&self, pod: &str) -> Result<()> {

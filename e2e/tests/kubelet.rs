@@ -487,6 +487,36 @@ async fn a_killed_container_is_restarted_at_the_same_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pod_killed_for_a_while_stays_down_that_long_then_returns() {
+    let fx = Fixture::start(60).await;
+    fx.apply_set("h", 1).await;
+    let pod = fx.serving("h", 1).await.remove(0);
+    let at = SocketAddr::from((pod_ip(&pod).unwrap(), RESP));
+    let down_for = std::time::Duration::from_secs(2);
+
+    let killed = std::time::Instant::now();
+    fx.kubelet().kill_for(NS, "h-0", down_for).await.unwrap();
+    eventually("h-0 not answering", || async {
+        (!ping(at).await).then_some(())
+    })
+    .await;
+    eventually("h-0 restarted, Ready and answering", || async {
+        let p = fx
+            .pod("h-0")
+            .await
+            .filter(|p| restarts(p) == 1 && ready(p))?;
+        ping(at).await.then_some(p)
+    })
+    .await;
+    assert!(
+        killed.elapsed() >= down_for,
+        "back after {:?}, before the {down_for:?} it was to stay down",
+        killed.elapsed()
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_node_stops_answering_until_thawed() {
     let fx = Fixture::start(43).await;
     fx.apply_set("f", 1).await;

@@ -58,14 +58,20 @@ async fn failover() {
     let o = scenario("failover").await;
     assert!(millis(&o, "failover_ms") > 0);
     assert_eq!(o.get("lost_acked"), Some("0"));
-    assert!(matches!(o.get("stale_write"), Some("refused" | "led_again")), "{o}");
+    assert!(
+        matches!(o.get("stale_write"), Some("refused" | "led_again")),
+        "{o}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freeze() {
     let o = scenario("freeze").await;
     assert!(millis(&o, "replaced_ms") > 0);
-    assert!(matches!(o.get("stale_write"), Some("refused" | "led_again")), "{o}");
+    assert!(
+        matches!(o.get("stale_write"), Some("refused" | "led_again")),
+        "{o}"
+    );
     assert_eq!(o.get("lost_acked"), Some("0"));
 }
 
@@ -73,7 +79,10 @@ async fn freeze() {
 async fn network_cut() {
     let o = scenario("network-cut").await;
     assert!(millis(&o, "replaced_ms") > 0);
-    assert!(matches!(o.get("stale_write"), Some("refused" | "led_again")), "{o}");
+    assert!(
+        matches!(o.get("stale_write"), Some("refused" | "led_again")),
+        "{o}"
+    );
     assert_eq!(o.get("lost_acked"), Some("0"));
 }
 

@@ -209,9 +209,12 @@ async fn serve(cluster: &mut InBox, args: &Args) -> partita_e2e::Result<()> {
     );
     let set = Set::create(cluster, &args.name, &spec).await?;
     say(&format!(
-        "partita-box: created ReplicatedPartitionSet {}/{} ({spec}); type help for commands",
+        "partita-box: created ReplicatedPartitionSet {}/{} ({} nodes, {} partitions, replicationFactor {}); type help for commands",
         cluster.namespace(),
-        args.name
+        args.name,
+        args.nodes,
+        args.partitions,
+        args.replication_factor
     ));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut shown = String::new();

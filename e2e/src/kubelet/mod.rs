@@ -180,6 +180,9 @@ impl KubeletConfig {
 pub enum Fault {
     /// SIGKILL the process (the kubelet then restarts it as usual).
     Kill,
+    /// SIGKILL the process and restart it no sooner than this: a machine lost for a while
+    /// rather than a crash the kubelet recovers from at once.
+    KillFor(Duration),
     /// SIGSTOP the process.
     Freeze,
     /// SIGCONT the process.
@@ -367,6 +370,12 @@ impl Kubelet {
     /// SIGKILLs pod `namespace/name`'s process; the kubelet restarts it as after a crash.
     pub async fn kill(&self, namespace: &str, name: &str) -> Result<()> {
         self.inject(namespace, name, Fault::Kill).await
+    }
+
+    /// SIGKILLs pod `namespace/name`'s process and keeps it down for at least `down_for`
+    /// before the usual restart, with its address and volumes kept.
+    pub async fn kill_for(&self, namespace: &str, name: &str, down_for: Duration) -> Result<()> {
+        self.inject(namespace, name, Fault::KillFor(down_for)).await
     }
 
     /// SIGSTOPs pod `namespace/name`'s process.

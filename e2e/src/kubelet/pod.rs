@@ -103,6 +103,8 @@ pub(super) struct Worker {
     delay: Option<Duration>,
     /// When the container is to be started next.
     start_at: Option<Instant>,
+    /// No restart before this (a [`Fault::KillFor`]: the machine is lost for a while).
+    hold_until: Option<Instant>,
     /// Processes started so far.
     runs: i32,
     probe: Option<ProbeFuture>,
@@ -196,6 +198,7 @@ impl Worker {
             since: None,
             delay: None,
             start_at: None,
+            hold_until: None,
             runs: 0,
             probe: None,
             probing_startup: false,
@@ -584,7 +587,8 @@ impl Worker {
         }
         if restart {
             self.delay = Some(delay);
-            self.start_at = Some(Instant::now() + delay);
+            let at = Instant::now() + delay;
+            self.start_at = Some(self.hold_until.take().map_or(at, |hold| hold.max(at)));
         } else {
             self.obs.phase = if success {
                 Phase::Succeeded
@@ -662,6 +666,13 @@ impl Worker {
                 what: format!("killing pod {}/{}", self.namespace, self.name),
                 source,
             }),
+            (Fault::KillFor(down_for), Some(child), _) => {
+                self.hold_until = Some(Instant::now() + down_for);
+                child.start_kill().map_err(|source| Error::Io {
+                    what: format!("killing pod {}/{}", self.namespace, self.name),
+                    source,
+                })
+            }
             (Fault::Freeze, Some(_), Some(pid)) => {
                 let sent = signal(pid, "STOP").await;
                 self.frozen |= sent.is_ok();
@@ -672,7 +683,9 @@ impl Worker {
                 self.frozen &= sent.is_err();
                 sent
             }
-            (Fault::Kill | Fault::Freeze | Fault::Thaw, _, _) => Err(no_process()),
+            (Fault::Kill | Fault::KillFor(_) | Fault::Freeze | Fault::Thaw, _, _) => {
+                Err(no_process())
+            }
             (Fault::Cut | Fault::Heal, _, _) => match &self.proxy {
                 Some(proxy) if request.fault == Fault::Cut => {
                     proxy.cut().await;

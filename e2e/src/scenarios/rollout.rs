@@ -35,6 +35,11 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
     let writer = Writer::start(client.clone(), 4, "rollout")?;
     let partitions = client.partitions();
 
+    let old_revision = set
+        .statefulset()
+        .await?
+        .status
+        .and_then(|s| s.update_revision);
     let start = Instant::now();
     set.patch(serde_json::json!({"spec": {"replication": {"heartbeatInterval": "150ms"}}}))
         .await?;
@@ -67,6 +72,8 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
         let sts = set.statefulset().await?;
         let revision = sts.status.as_ref().and_then(|s| s.update_revision.clone());
         let all_new = pods.len() == 3
+            && revision.is_some()
+            && revision != old_revision
             && pods.values().all(|p| {
                 p.metadata.deletion_timestamp.is_none()
                     && p.metadata

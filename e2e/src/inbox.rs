@@ -11,6 +11,7 @@ use crate::api::MemoryApi;
 use crate::cluster::{Cluster, wait_for};
 use crate::kubelet::{Kubelet, KubeletConfig};
 use crate::{Error, Result};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -35,9 +36,10 @@ pub struct BoxConfig {
     /// A real kube-apiserver to use instead of the in-memory API
     /// (`PARTITA_E2E_APISERVER_KUBECONFIG`).
     pub apiserver_kubeconfig: Option<PathBuf>,
-    /// Whether to run the box's StatefulSet controller; off when a real
-    /// kube-controller-manager runs one (`PARTITA_E2E_STATEFULSET_CONTROLLER=off`).
-    pub statefulset_controller: bool,
+    /// Whether to run the box's StatefulSet controller: `Some(false)` never
+    /// (`PARTITA_E2E_STATEFULSET_CONTROLLER=off`), `Some(true)` always (`on`), `None` unless a
+    /// kube-controller-manager holds its leader lease (which a real API server may have).
+    pub statefulset_controller: Option<bool>,
     /// The operator's leader election timings: short, so a killed operator's successor takes
     /// over within seconds.
     pub lease: Timing,
@@ -51,7 +53,7 @@ impl Default for BoxConfig {
             namespace: "partita".into(),
             node_binary: None,
             apiserver_kubeconfig: None,
-            statefulset_controller: true,
+            statefulset_controller: None,
             lease: Timing {
                 lease_duration: Duration::from_secs(3),
                 renew_deadline: Duration::from_secs(2),
@@ -70,8 +72,13 @@ impl BoxConfig {
         Self {
             apiserver_kubeconfig: std::env::var_os("PARTITA_E2E_APISERVER_KUBECONFIG")
                 .map(Into::into),
-            statefulset_controller: std::env::var("PARTITA_E2E_STATEFULSET_CONTROLLER")
-                .map_or(true, |v| v != "off"),
+            statefulset_controller: match std::env::var("PARTITA_E2E_STATEFULSET_CONTROLLER")
+                .as_deref()
+            {
+                Ok("off") => Some(false),
+                Ok("on") => Some(true),
+                _ => None,
+            },
             node_binary: std::env::var_os("PARTITA_NODE_BINARY").map(Into::into),
             root: std::env::var_os("PARTITA_E2E_ROOT").map(Into::into),
             ..Self::default()
@@ -176,7 +183,11 @@ impl InBox {
         };
         install(&client, &config.namespace).await?;
 
-        let statefulsets = config.statefulset_controller.then(|| {
+        let run_statefulsets = match config.statefulset_controller {
+            Some(on) => on,
+            None => !controller_manager_leads(&client).await,
+        };
+        let statefulsets = run_statefulsets.then(|| {
             let (stop, mut stopped) = watch::channel(false);
             let task = tokio::spawn(crate::statefulset::run(
                 client.clone(),
@@ -240,6 +251,21 @@ impl InBox {
             tracing::warn!(error = %e, "the kubelet stopped with an error");
         }
     }
+}
+
+/// Whether a kube-controller-manager holds its leader Lease now (renewed within its duration),
+/// so that it runs the StatefulSet controller and the box must not run a second one.
+pub async fn controller_manager_leads(client: &kube::Client) -> bool {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let Ok(Some(lease)) = leases.get_opt("kube-controller-manager").await else {
+        return false;
+    };
+    let Some(spec) = lease.spec else { return false };
+    let (Some(renewed), Some(duration)) = (spec.renew_time, spec.lease_duration_seconds) else {
+        return false;
+    };
+    let age = jiff::Timestamp::now().duration_since(renewed.0);
+    spec.holder_identity.is_some() && age < jiff::SignedDuration::from_secs(i64::from(duration))
 }
 
 /// Creates the namespace and the CRD, and waits until the CRD is served.

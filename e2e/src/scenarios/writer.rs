@@ -90,8 +90,8 @@ pub struct Writer {
 /// A QUORUM put of `value` at `key`.
 pub fn quorum_put(key: &str, value: &str) -> PutRequest {
     PutRequest {
-        key: key.as_bytes().to_vec().into(),
-        value: value.as_bytes().to_vec().into(),
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
         write: Some(WriteOptions {
             concern: WriteConcern::Quorum as i32,
             timeout_ms: 2000,
@@ -110,7 +110,7 @@ impl Writer {
         let tasks = (0..tasks)
             .map(|t| {
                 let (client, record, stopped) = (client.clone(), record.clone(), stopped.clone());
-                let (prefix, slots) = (prefix.to_string(), slots.clone());
+                let (prefix, slots) = (prefix.to_string(), slots);
                 tokio::spawn(async move {
                     for n in 0..MAX_WRITES_PER_TASK {
                         if *stopped.borrow() {
@@ -170,7 +170,7 @@ pub async fn count_lost(client: &Client, record: &Record) -> Result<usize> {
     for a in &record.acks {
         let got = client
             .get(GetRequest {
-                key: a.key.as_bytes().to_vec().into(),
+                key: a.key.as_bytes().to_vec(),
                 read: None,
             })
             .await

@@ -5,8 +5,8 @@
 //! write the client saw acknowledged is there (`lost_acked`).
 
 use super::Outcome;
-use super::set::{SETTLE, Set, led_by};
-use super::writer::{Writer, count_lost, quorum_put};
+use super::set::{SETTLE, Set, led_by, primary_of};
+use super::writer::{Writer, quorum_put, settle};
 use crate::cluster::{Cluster, wait_for};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -35,11 +35,7 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
     })
     .await?;
 
-    let victim = before
-        .partitions
-        .first()
-        .and_then(|p| p.primary.clone())
-        .ok_or_else(|| Error::Check("partition 0 has no primary".into()))?;
+    let victim = primary_of(&before, 0)?;
     let led: Vec<u32> = led_by(&before, &victim).iter().map(|&p| p as u32).collect();
     let killed = Instant::now();
     cluster.kill(&victim, DOWN_FOR).await?;
@@ -82,30 +78,20 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
     let other = not_led_by(&status, &victim)?;
     let key = key_of(client.partitions(), other)?;
     let refused = refused_on(&set, &victim, other, &key, epoch_of(&status, other)).await?;
-    let record = writer.stop().await;
-    let lost = count_lost(&client, &record).await?;
-    super::ensure(lost == 0, || {
-        format!(
-            "{lost} of {} acknowledged writes were lost",
-            record.acks.len()
-        )
-    })?;
-    let copies = set.check_copies_agree().await?;
+    let settled = settle(&set, &client, writer).await?;
     let epoch_before = epoch_of(&before, led[0]);
     let epoch_after = epoch_of(&after, led[0]);
     super::ensure(epoch_after > epoch_before, || {
         format!("partition {} stayed at epoch {epoch_before}", led[0])
     })?;
-    Ok(Outcome::new("failover")
+    let outcome = Outcome::new("failover")
         .millis("failover_ms", failover)
         .with("goal_5s", if failover < GOAL { "met" } else { "missed" })
-        .with("lost_acked", lost)
-        .with("acked", record.acks.len())
-        .with("failed_writes", record.failures)
+        .with("failed_writes", settled.record.failures)
         .with("partitions_moved", led.len())
         .with("stale_write", refused)
-        .with("epoch", epoch_of(&status, led[0]))
-        .with("copies", copies))
+        .with("epoch", epoch_of(&status, led[0]));
+    Ok(settled.report(outcome))
 }
 
 /// The epoch of partition `id` in `s` (0 when it is not there).

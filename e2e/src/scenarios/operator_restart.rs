@@ -3,10 +3,10 @@
 //! converges to one primary per partition, and no acknowledged write is lost.
 
 use super::Outcome;
-use super::set::{SETTLE, Set};
-use super::writer::{Writer, count_lost};
+use super::set::{SETTLE, Set, primary_of};
+use super::writer::{Writer, settle};
+use crate::Result;
 use crate::cluster::{Cluster, wait_for};
-use crate::{Error, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,11 +25,7 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
     let before = set.until_ready(SETTLE).await?;
     let client = Arc::new(set.client().await?);
     let writer = Writer::start(client.clone(), 2, "operator-restart")?;
-    let victim = before
-        .partitions
-        .first()
-        .and_then(|p| p.primary.clone())
-        .ok_or_else(|| Error::Check("partition 0 has no primary".into()))?;
+    let victim = primary_of(&before, 0)?;
     let start = Instant::now();
     cluster.kill(&victim, Duration::from_secs(25)).await?;
     // Kill the operator at moments spread over the failover, each time after it had a little
@@ -63,20 +59,11 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
     )
     .await?;
     set.check_single_primaries().await?;
-    let record = writer.stop().await;
-    let lost = count_lost(&client, &record).await?;
-    super::ensure(lost == 0, || {
-        format!(
-            "{lost} of {} acknowledged writes were lost",
-            record.acks.len()
-        )
-    })?;
-    let copies = set.check_copies_agree().await?;
-    Ok(Outcome::new("operator-restart")
-        .with("operator_kills", KILLS)
-        .millis("failover_ms", failover)
-        .with("map_version", replaced.map_version)
-        .with("lost_acked", lost)
-        .with("acked", record.acks.len())
-        .with("copies", copies))
+    let settled = settle(&set, &client, writer).await?;
+    Ok(settled.report(
+        Outcome::new("operator-restart")
+            .with("operator_kills", KILLS)
+            .millis("failover_ms", failover)
+            .with("map_version", replaced.map_version),
+    ))
 }

@@ -5,10 +5,10 @@
 
 use super::Outcome;
 use super::failover::{epoch_of, key_of, not_led_by, refused_on};
-use super::set::{SETTLE, Set, led_by};
-use super::writer::{Writer, count_lost};
+use super::set::{SETTLE, Set, led_by, primary_of};
+use super::writer::{Writer, settle};
+use crate::Result;
 use crate::cluster::Cluster;
-use crate::{Error, Result};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -36,11 +36,7 @@ pub async fn run(cluster: &mut impl Cluster, fault: Fault) -> Result<Outcome> {
     let before = set.until_ready(SETTLE).await?;
     let client = Arc::new(set.client().await?);
     let writer = Writer::start(client.clone(), 2, name)?;
-    let victim = before
-        .partitions
-        .first()
-        .and_then(|p| p.primary.clone())
-        .ok_or_else(|| Error::Check("partition 0 has no primary".into()))?;
+    let victim = primary_of(&before, 0)?;
     let led = led_by(&before, &victim);
 
     let start = Instant::now();
@@ -87,20 +83,11 @@ pub async fn run(cluster: &mut impl Cluster, fault: Fault) -> Result<Outcome> {
     let other = not_led_by(&status, &victim)?;
     let key = key_of(client.partitions(), other)?;
     let refused = refused_on(&set, &victim, other, &key, epoch_of(&status, other)).await?;
-    let record = writer.stop().await;
-    let lost = count_lost(&client, &record).await?;
-    super::ensure(lost == 0, || {
-        format!(
-            "{lost} of {} acknowledged writes were lost",
-            record.acks.len()
-        )
-    })?;
-    let copies = set.check_copies_agree().await?;
-    Ok(Outcome::new(name)
-        .millis("replaced_ms", replaced_after)
-        .with("stale_write", stale)
-        .with("non_primary_write", refused)
-        .with("lost_acked", lost)
-        .with("acked", record.acks.len())
-        .with("copies", copies))
+    let settled = settle(&set, &client, writer).await?;
+    Ok(settled.report(
+        Outcome::new(name)
+            .millis("replaced_ms", replaced_after)
+            .with("stale_write", stale)
+            .with("non_primary_write", refused),
+    ))
 }

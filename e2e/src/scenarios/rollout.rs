@@ -4,7 +4,7 @@
 
 use super::Outcome;
 use super::set::{SETTLE, Set};
-use super::writer::{Writer, count_lost};
+use super::writer::{Writer, settle};
 use crate::cluster::{Cluster, POLL};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -97,8 +97,10 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
         tokio::time::sleep(POLL).await;
     }
     let took = start.elapsed();
-    let record = writer.stop().await;
-    let stall = record.longest_stall(start, start + took, partitions);
+    let settled = settle(&set, &client, writer).await?;
+    let stall = settled
+        .record
+        .longest_stall(start, start + took, partitions);
     super::ensure(stall < STALL_BOUND, || {
         format!("writes to a partition stalled for {stall:?} during the rollout")
     })?;
@@ -116,19 +118,10 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
         format!("{restarted} of 3 pods were restarted: {uids_before:?} -> {uids_after:?}")
     })?;
     set.check_single_primaries().await?;
-    let lost = count_lost(&client, &record).await?;
-    super::ensure(lost == 0, || {
-        format!(
-            "{lost} of {} acknowledged writes were lost",
-            record.acks.len()
-        )
-    })?;
-    let copies = set.check_copies_agree().await?;
-    Ok(Outcome::new("rollout")
-        .millis("rollout_ms", took)
-        .millis("max_write_stall_ms", stall)
-        .with("order", order.join(","))
-        .with("lost_acked", lost)
-        .with("acked", record.acks.len())
-        .with("copies", copies))
+    Ok(settled.report(
+        Outcome::new("rollout")
+            .millis("rollout_ms", took)
+            .millis("max_write_stall_ms", stall)
+            .with("order", order.join(",")),
+    ))
 }

@@ -3,8 +3,8 @@
 //! they go. Data written before is all there, and every copy agrees (digests).
 
 use super::Outcome;
-use super::set::{SETTLE, Set, primaries_per_pod};
-use super::writer::{Writer, count_lost};
+use super::set::{SETTLE, Set, check_balanced};
+use super::writer::{Settled, Writer, settle};
 use crate::cluster::{Cluster, POLL};
 use crate::{Error, Result};
 use partita_api::ReplicatedPartitionSetStatus;
@@ -25,37 +25,22 @@ async fn some_writes(set: &Set) -> Result<(Arc<partita_node::client::Client>, Wr
     Ok((client, writer))
 }
 
-/// Checks the set after a scale: balanced, nothing lost, copies equal.
+/// Checks the set after a scale: `nodes` pods, balanced, one writer per partition, nothing
+/// lost, copies equal.
 async fn settled(
     set: &Set,
     status: &ReplicatedPartitionSetStatus,
     nodes: usize,
     client: &partita_node::client::Client,
     writer: Writer,
-) -> Result<(usize, usize, usize)> {
+) -> Result<Settled> {
     let pods = set.pods().await?;
     super::ensure(pods.len() == nodes, || {
         format!("{} pods, not {nodes}: {:?}", pods.len(), pods.keys())
     })?;
-    let per_pod = primaries_per_pod(status, pods.keys());
-    let (min, max) = (
-        per_pod.values().min().copied().unwrap_or(0),
-        per_pod.values().max().copied().unwrap_or(0),
-    );
-    super::ensure(max - min <= 1, || {
-        format!("primaries are not balanced: {per_pod:?}")
-    })?;
+    check_balanced(status, pods.keys())?;
     set.check_single_primaries().await?;
-    let record = writer.stop().await;
-    let lost = count_lost(client, &record).await?;
-    super::ensure(lost == 0, || {
-        format!(
-            "{lost} of {} acknowledged writes were lost",
-            record.acks.len()
-        )
-    })?;
-    let copies = set.check_copies_agree().await?;
-    Ok((lost, record.acks.len(), copies))
+    settle(set, client, writer).await
 }
 
 /// 3 → 5 nodes.
@@ -67,7 +52,7 @@ pub async fn up(cluster: &mut impl Cluster) -> Result<Outcome> {
     set.patch(serde_json::json!({"spec": {"nodes": 5}})).await?;
     let status = set.until_ready(SETTLE).await?;
     let took = start.elapsed();
-    let (lost, acked, copies) = settled(&set, &status, 5, &client, writer).await?;
+    let settled = settled(&set, &status, 5, &client, writer).await?;
     let on_new: usize = status
         .partitions
         .iter()
@@ -75,12 +60,11 @@ pub async fn up(cluster: &mut impl Cluster) -> Result<Outcome> {
         .filter(|pod| pod.ends_with("-3") || pod.ends_with("-4"))
         .count();
     super::ensure(on_new > 0, || "no copy moved to the new pods".into())?;
-    Ok(Outcome::new("scale-up")
-        .millis("rebalanced_ms", took)
-        .with("copies_on_new_pods", on_new)
-        .with("lost_acked", lost)
-        .with("acked", acked)
-        .with("copies", copies))
+    Ok(settled.report(
+        Outcome::new("scale-up")
+            .millis("rebalanced_ms", took)
+            .with("copies_on_new_pods", on_new),
+    ))
 }
 
 /// 5 → 3 nodes: no pod goes while the map still places a copy on it.
@@ -126,11 +110,10 @@ pub async fn down(cluster: &mut impl Cluster) -> Result<Outcome> {
     };
     let status = set.until_ready(SETTLE).await?;
     let took = start.elapsed();
-    let (lost, acked, copies) = settled(&set, &status, 3, &client, writer).await?;
-    Ok(Outcome::new("scale-down")
-        .millis("drained_ms", took)
-        .with("pods_drained", drained_before_deleted)
-        .with("lost_acked", lost)
-        .with("acked", acked)
-        .with("copies", copies))
+    let settled = settled(&set, &status, 3, &client, writer).await?;
+    Ok(settled.report(
+        Outcome::new("scale-down")
+            .millis("drained_ms", took)
+            .with("pods_drained", drained_before_deleted),
+    ))
 }

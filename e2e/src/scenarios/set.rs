@@ -285,6 +285,31 @@ pub fn primaries_per_pod<'a>(
     count
 }
 
+/// Fails unless primaries per pod (over `pods`, counting those that lead nothing) differ by
+/// at most one.
+pub fn check_balanced<'a>(
+    s: &ReplicatedPartitionSetStatus,
+    pods: impl IntoIterator<Item = &'a String>,
+) -> Result<()> {
+    let per_pod = primaries_per_pod(s, pods);
+    let (min, max) = (
+        per_pod.values().min().copied().unwrap_or(0),
+        per_pod.values().max().copied().unwrap_or(0),
+    );
+    super::ensure(max - min <= 1, || {
+        format!("primaries are not balanced: {per_pod:?}")
+    })
+}
+
+/// The primary of partition `id` in `s`.
+pub fn primary_of(s: &ReplicatedPartitionSetStatus, id: i32) -> Result<String> {
+    s.partitions
+        .iter()
+        .find(|p| p.id == id)
+        .and_then(|p| p.primary.clone())
+        .ok_or_else(|| Error::Check(format!("partition {id} has no primary")))
+}
+
 /// The partitions `pod` leads in `s`.
 pub fn led_by(s: &ReplicatedPartitionSetStatus, pod: &str) -> Vec<i32> {
     s.partitions

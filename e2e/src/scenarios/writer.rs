@@ -164,6 +164,40 @@ impl Writer {
     }
 }
 
+/// What became of a scenario's writes once they stopped.
+#[derive(Clone, Debug)]
+pub struct Settled {
+    /// Every write the writers made.
+    pub record: Record,
+    /// Copies whose digests were compared (all equal).
+    pub copies: usize,
+}
+
+impl Settled {
+    /// Adds `lost_acked` (always 0: [`settle`] fails otherwise), `acked` and `copies`.
+    pub fn report(&self, outcome: super::Outcome) -> super::Outcome {
+        outcome
+            .with("lost_acked", 0)
+            .with("acked", self.record.acks.len())
+            .with("copies", self.copies)
+    }
+}
+
+/// Stops `writer`, then checks that every write it saw acknowledged is there as written and
+/// that every copy of every partition agrees.
+pub async fn settle(set: &super::set::Set, client: &Client, writer: Writer) -> Result<Settled> {
+    let record = writer.stop().await;
+    let lost = count_lost(client, &record).await?;
+    super::ensure(lost == 0, || {
+        format!(
+            "{lost} of {} acknowledged writes were lost",
+            record.acks.len()
+        )
+    })?;
+    let copies = set.check_copies_agree().await?;
+    Ok(Settled { record, copies })
+}
+
 /// Reads back every acknowledged write; returns how many are missing or not as written.
 pub async fn count_lost(client: &Client, record: &Record) -> Result<usize> {
     let mut lost = 0;

@@ -215,6 +215,28 @@ pub enum Error {
         offset: u64,
     },
 
+    /// A write was applied on this copy as the primary of an epoch, and the copy stopped leading
+    /// that epoch (it was deposed: made a replica, or fenced at a newer epoch) before enough
+    /// copies acknowledged it. It is not acknowledged, now or later: whether it survives is up to
+    /// the new primary's history.
+    #[error(
+        "partition {partition}: this node stopped leading epoch {epoch} before the write at \
+         offset {offset} was acknowledged ({acked} of {required} copies had it); it may or may \
+         not survive in the new primary's history"
+    )]
+    Deposed {
+        /// The partition.
+        partition: u32,
+        /// The epoch the write was made at.
+        epoch: u64,
+        /// The write's offset.
+        offset: u64,
+        /// Copies that had applied it when the node stopped leading.
+        acked: u32,
+        /// Copies the concern required.
+        required: u32,
+    },
+
     /// A promotion waited for the copy to reach an offset, and it did not in time.
     #[error(
         "partition {partition}: holds offset {held}, not {wanted}, after waiting {waited_ms} ms"

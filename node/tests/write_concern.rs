@@ -8,12 +8,15 @@
 mod common;
 
 use common::Reply;
-use common::cluster::{Member, all, error_info, form, wait_caught_up};
+use common::cluster::{
+    Member, SETTLE, all, error_info, form, positions, wait_caught_up, wait_in_sync,
+};
 use partita_node::proto::kv_client::KvClient;
 use partita_node::proto::{
     ErrorCode, GetRequest, NodeAddress, PutRequest, ReadOptions, ReadPreference, Role,
     WriteConcern, WriteOptions,
 };
+use partita_node::slot::SlotMap;
 use std::time::Duration;
 
 const FLAGS: &[&str] = &["--in-memory", "--partitions", "2", "--heartbeat-ms", "50"];
@@ -388,4 +391,81 @@ fn a_switchover_under_writes_loses_nothing_even_at_write_concern_one() {
             partita_node::proto::SyncKind::Full as i32
         );
     }
+}
+
+#[test]
+fn a_deposed_primary_never_acknowledges_a_write_it_took_at_its_old_epoch() {
+    // The e2e freeze scenario, step by step. n1 leads at epoch 1 and stalls; the operator
+    // fails over without it (n3 moves to epoch 2 first, then n2 is promoted), so no replica
+    // acknowledges epoch 1 any more. A QUORUM write n1 takes then waits in vain. n1 is told to
+    // follow n2 (its copy of that write is truncated: n2 never had it), and later leads again
+    // at epoch 3, where both replicas acknowledge offsets past the write's. Those
+    // acknowledgements are of epoch 3's entries, not of the write: it must fail, never be
+    // acknowledged (it is gone).
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Member::start(dir.path(), "n1", FLAGS);
+    let n2 = Member::start(dir.path(), "n2", FLAGS);
+    let n3 = Member::start(dir.path(), "n3", FLAGS);
+    form(&n1, &[&n2, &n3], 1);
+    let rt = rt();
+    let mut kv1 = kv(&rt, &n1);
+    for i in 0..10 {
+        let key = format!("before:{i}");
+        rt.block_on(kv1.put(put(&key, WriteConcern::Quorum, 5_000)))
+            .unwrap();
+    }
+    wait_caught_up(&n1, &[&n2, &n3], SETTLE);
+
+    n3.admin().follow(all(), 2, n2.address()).unwrap();
+    n2.admin().promote(all(), 2, &["n1", "n3"], 3).unwrap();
+
+    let key = "stale";
+    let p = SlotMap::new(2).unwrap().partition_of_key(key.as_bytes()) as usize;
+    let held = |m: &Member| positions(&m.status())[p];
+    let before = held(&n1);
+    let addr = n1.node().grpc;
+    let writer = std::thread::spawn(move || {
+        let own = crate::rt();
+        let mut kv = own
+            .block_on(KvClient::connect(format!("http://{addr}")))
+            .unwrap();
+        own.block_on(kv.put(put(key, WriteConcern::Quorum, 60_000)))
+    });
+    common::wait_until(SETTLE, "n1 to apply the write at epoch 1", || {
+        held(&n1) > before
+    });
+    assert_eq!(held(&n1).0, 1, "n1 took it at its old epoch");
+
+    n1.admin().follow(all(), 2, n2.address()).unwrap();
+    wait_caught_up(&n2, &[&n1, &n3], SETTLE);
+    n2.admin().fence(all(), 2).unwrap();
+    n1.admin().promote(all(), 3, &["n2", "n3"], 3).unwrap();
+    n2.admin().follow(all(), 3, n1.address()).unwrap();
+    n3.admin().follow(all(), 3, n1.address()).unwrap();
+    wait_in_sync(&n1, &["n2", "n3"], SETTLE);
+    wait_caught_up(&n1, &[&n2, &n3], SETTLE);
+
+    match writer.join().unwrap() {
+        Ok(r) => panic!(
+            "n1 acknowledged a write it took at epoch 1 after n2 had taken over at epoch 2 \
+             (and n1's copy of it was truncated since): {:?}",
+            r.into_inner().ack
+        ),
+        Err(s) => {
+            assert_eq!(
+                error_info(&s).code,
+                ErrorCode::WriteConcernTimeout as i32,
+                "not acknowledged, outcome unknown to the client: {s:?}"
+            );
+            assert!(s.message().contains("stopped leading epoch 1"), "{s:?}");
+        }
+    }
+    let got = rt
+        .block_on(kv(&rt, &n1).get(GetRequest {
+            key: key.into(),
+            read: None,
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(!got.found, "the truncated write is gone");
 }

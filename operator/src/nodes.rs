@@ -9,8 +9,8 @@ use crate::planner::plan::{CopyReport, ReplicaReport, Role};
 use partita_node::proto::admin_client::AdminClient;
 use partita_node::proto::{
     AssignRoleRequest, DropRequest, FenceRequest, FollowRequest, NodeAddress, NodeStatus,
-    PartitionSelector, PrimaryRole, PromoteRequest, SetTopologyRequest, StatusRequest, Topology,
-    assign_role_request,
+    PartitionSelector, PrimaryRole, PromoteRequest, RoleChangeResponse, SetTopologyRequest,
+    StatusRequest, Topology, assign_role_request,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -123,7 +123,15 @@ impl NodeConn {
     }
 
     /// Follows `primary` for `partition` at `epoch`; creates the copy when the node has none.
-    pub async fn follow(&mut self, partition: u32, epoch: u64, primary: NodeAddress) -> Result<()> {
+    /// Returns the offset of the copy's last entry once it follows: from then on it takes no
+    /// entry of an older epoch, so everything it ever acknowledged to an old primary is at or
+    /// below that offset.
+    pub async fn follow(
+        &mut self,
+        partition: u32,
+        epoch: u64,
+        primary: NodeAddress,
+    ) -> Result<u64> {
         let req = FollowRequest {
             partitions: Some(one(partition)),
             epoch,
@@ -132,8 +140,8 @@ impl NodeConn {
         let followed = self
             .call("follow", CALL_TIMEOUT, async |c| c.follow(req).await)
             .await;
-        if followed.is_ok() {
-            return Ok(());
+        if let Ok(r) = followed {
+            return Ok(last_offset(&r, partition));
         }
         // A node that does not host the partition yet gets it by assignment.
         let req = AssignRoleRequest {
@@ -149,7 +157,7 @@ impl NodeConn {
             c.assign_role(req).await
         })
         .await
-        .map(|_| ())
+        .map(|r| last_offset(&r, partition))
     }
 
     /// Fences `partition` at `epoch` and returns the offset of its last entry.
@@ -161,13 +169,7 @@ impl NodeConn {
         let r = self
             .call("fence", CALL_TIMEOUT, async |c| c.fence(req).await)
             .await?;
-        Ok(r.partitions
-            .iter()
-            .filter(|s| s.partition == partition)
-            .filter_map(|s| s.last.as_ref())
-            .map(|l| l.offset)
-            .max()
-            .unwrap_or(0))
+        Ok(last_offset(&r, partition))
     }
 
     /// Drops the node's copy of `partition`; with `force`, even one it leads.
@@ -193,6 +195,17 @@ impl NodeConn {
         .await
         .map(|_| ())
     }
+}
+
+/// The offset of `partition`'s last entry in a role change's answer (0 when it has none).
+fn last_offset(r: &RoleChangeResponse, partition: u32) -> u64 {
+    r.partitions
+        .iter()
+        .filter(|s| s.partition == partition)
+        .filter_map(|s| s.last.as_ref())
+        .map(|l| l.offset)
+        .max()
+        .unwrap_or(0)
 }
 
 fn one(partition: u32) -> PartitionSelector {

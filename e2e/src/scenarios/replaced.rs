@@ -8,7 +8,8 @@ use super::failover::{epoch_of, key_of, not_led_by, refused_on};
 use super::set::{SETTLE, Set, led_by, primary_of};
 use super::writer::{Writer, settle};
 use crate::Result;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, wait_for};
+use partita_api::ReplicatedPartitionSetStatus;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -56,6 +57,16 @@ pub async fn run(cluster: &mut impl Cluster, fault: Fault) -> Result<Outcome> {
             })
         })
         .await;
+    // The status names the new primary before any node has been told: the operator records
+    // the map first and calls the nodes after it (DESIGN.md: "bump the epoch in status first,
+    // then promote, then repoint the other replicas"). Until those calls land, a replica not
+    // moved yet may still acknowledge a write of the old primary at the old epoch: one writer
+    // per epoch still, and the promotion keeps that write. The probe is for a second writer,
+    // so the fault is undone once the successor leads at the new epoch.
+    let replaced = match replaced {
+        Ok(_) => successor_in_place(&set, led[0], &victim).await,
+        Err(e) => Err(e),
+    };
     // Undo the fault whatever happened, so the victim never outlives the scenario frozen.
     let undone = match fault {
         Fault::Freeze => cluster.thaw(&victim).await,
@@ -90,4 +101,36 @@ pub async fn run(cluster: &mut impl Cluster, fault: Fault) -> Result<Outcome> {
             .with("stale_write", stale)
             .with("non_primary_write", refused),
     ))
+}
+
+/// Waits until the primary the status names for `partition` (not `victim`) says itself that it
+/// leads the partition at the status's epoch; returns that status.
+async fn successor_in_place(
+    set: &Set,
+    partition: i32,
+    victim: &str,
+) -> Result<ReplicatedPartitionSetStatus> {
+    wait_for(
+        &format!(
+            "set {}: the new primary of partition {partition} to take over",
+            set.name
+        ),
+        SETTLE,
+        || async move {
+            let status = set.status().await?;
+            let Some((primary, epoch)) = status
+                .partitions
+                .iter()
+                .find(|p| p.id == partition)
+                .and_then(|p| Some((p.primary.clone()?, p.epoch)))
+                .filter(|(primary, _)| primary != victim)
+            else {
+                return Ok(None);
+            };
+            let claims = set.claims(&primary).await.unwrap_or_default();
+            let leads = claims.get(&(partition as u32)).map(|&e| e as i64) == Some(epoch);
+            Ok(leads.then_some(status))
+        },
+    )
+    .await
 }

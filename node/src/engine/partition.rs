@@ -13,7 +13,7 @@
 
 use crate::Error;
 use crate::proto::{Command, LogEntry, WriteConcern};
-use crate::replication::role::{self, Change, Role, RoleState};
+use crate::replication::role::{self, Change, Role, RoleState, Upstream};
 use crate::replication::{LinkInfo, Tracker};
 use crate::storage::{FsyncPolicy, KvState, LogStore, Position, SnapshotData, entry};
 use std::path::PathBuf;
@@ -145,13 +145,15 @@ impl Partition {
     }
 
     /// Runs `decide` against the state; if it returns a command, the command is applied at the
-    /// next offset and queued for the log. Returns the decision's result and the offset written.
+    /// next offset and queued for the log. Returns the decision's result and the position (epoch
+    /// and offset) written: the epoch names whose history the write belongs to, which an offset
+    /// alone does not once the role changes (see [`Partition::wait_acked`]).
     /// The write is not acknowledged until `flush` (and, under fsync=always, `wait_durable`).
     pub fn write<R>(
         &self,
         now_ms: i64,
         decide: impl FnOnce(&KvState) -> (R, Option<Command>),
-    ) -> Result<(R, Option<u64>), Error> {
+    ) -> Result<(R, Option<Position>), Error> {
         if self.failed.load(Ordering::Acquire) {
             let why = self.durable_tx.borrow().failed.clone().unwrap_or_default();
             return Err(self.stopped(&why));
@@ -162,13 +164,13 @@ impl Partition {
         let Some(command) = command else {
             return Ok((result, None));
         };
-        let offset = self.queue(&mut live, now_ms, command)?;
-        Ok((result, Some(offset)))
+        let at = self.queue(&mut live, now_ms, command)?;
+        Ok((result, Some(at)))
     }
 
     /// Applies `command` as the next entry at the held epoch and queues it for the log;
-    /// returns its offset. A command too large for one log record changes nothing.
-    fn queue(&self, live: &mut Live, now_ms: i64, command: Command) -> Result<u64, Error> {
+    /// returns its position. A command too large for one log record changes nothing.
+    fn queue(&self, live: &mut Live, now_ms: i64, command: Command) -> Result<Position, Error> {
         // A primary's epoch is never below its last entry's (role::check_change).
         let epoch = live.role.epoch.max(live.state.last().epoch);
         let at = Position::new(epoch, live.state.last().offset + 1);
@@ -176,7 +178,7 @@ impl Partition {
             // Nothing keeps the entry: apply, and remember where the log now ends.
             live.state.apply_next(epoch, command);
             live.pending_last = Some(at);
-            return Ok(at.offset);
+            return Ok(at);
         }
         let e = entry(at, now_ms, &command);
         if e.command.len() + 64 > crate::storage::MAX_RECORD_LEN {
@@ -189,7 +191,7 @@ impl Partition {
         live.since_snapshot += (e.command.len() + 32) as u64;
         live.state.apply_next(epoch, command);
         live.pending.push(e);
-        Ok(at.offset)
+        Ok(at)
     }
 
     /// Whether a client write may proceed: only on the primary at its epoch (invariant 1), and
@@ -469,6 +471,11 @@ impl Partition {
                     Tracker::new(s.copies, s.min_in_sync, self.max_lag_ms, &s.replicas);
                 let end = live.state.last().offset;
                 self.tracker.lock().appended(end, crate::engine::now_ms());
+            } else if !(next.role == Role::Fenced && next.epoch == live.role.epoch) {
+                // What replicas acknowledged to this copy as a primary says nothing of any later
+                // history. Only a primary fenced at its own epoch (a switchover) keeps counting:
+                // its streams still drain the entries it accepted.
+                *self.tracker.lock() = Tracker::default();
             }
             tracing::info!(
                 partition = self.id,
@@ -485,8 +492,31 @@ impl Partition {
                 self.queue(&mut live, crate::engine::now_ms(), marker)?;
             }
         }
+        // Writes waiting for their write concern look again: one this copy no longer leads
+        // the epoch of fails now rather than at its timeout.
+        self.acks.send_modify(|n| *n += 1);
         self.flush()?;
         Ok(self.last())
+    }
+
+    /// Whether a write this copy accepted at `at` can still be acknowledged: the copy still
+    /// holds `at.epoch` as its primary (or fenced at it, draining it to the switchover's
+    /// target), and its history still holds an entry of that epoch at that offset. A copy that
+    /// moved on (deposed: made a replica, fenced at a newer epoch) may have truncated the
+    /// entry, and its offset may now name another primary's entry, which replicas acknowledge
+    /// as if it were this one.
+    fn holds_write(&self, at: Position) -> bool {
+        let live = lock(&self.live);
+        let leads = live.role.epoch == at.epoch
+            && matches!(live.role.role, Role::Primary(_) | Role::Fenced);
+        let epoch_there = live
+            .state
+            .epoch_history()
+            .iter()
+            .take_while(|&&(_, start)| start <= at.offset)
+            .last()
+            .map(|&(epoch, _)| epoch);
+        leads && live.state.last().offset >= at.offset && epoch_there == Some(at.epoch)
     }
 
     /// Steps down at once after seeing a newer epoch (a replica's hello, a refused stream):
@@ -510,18 +540,15 @@ impl Partition {
         }
     }
 
-    /// As a replica: applies entries from the primary, each at exactly the next offset with a
-    /// good checksum, and hands them to the log. A bad entry stops the batch; the entries
-    /// before it are kept. Returns the last offset held.
-    pub fn apply_replicated(&self, entries: Vec<LogEntry>) -> Result<u64, Error> {
+    /// As a replica following `up`: applies entries from the primary, each at exactly the next
+    /// offset with a good checksum, and hands them to the log. A bad entry stops the batch; the
+    /// entries before it are kept. Returns the last offset held. Refused once the role is no
+    /// longer `up` (promoted, or told to follow another primary or epoch): the stream's entries
+    /// belong to a history the copy left.
+    pub fn apply_replicated(&self, up: &Upstream, entries: Vec<LogEntry>) -> Result<u64, Error> {
         let outcome = {
             let mut live = lock(&self.live);
-            if !matches!(live.role.role, Role::Replica(_)) {
-                return Err(Error::Replication {
-                    partition: self.id,
-                    reason: format!("entries arrived while {}", live.role.role.name()),
-                });
-            }
+            self.check_upstream(&live.role, Some(up), "apply entries")?;
             let mut outcome = Ok(());
             for e in entries {
                 if let Err(err) = live.state.apply(&e) {
@@ -545,11 +572,11 @@ impl Partition {
     /// snapshot and the log up to it. Fails (and changes nothing) when the store cannot: the
     /// snapshot already covers more, or the log no longer holds what replay needs; the caller
     /// then falls back to a full sync.
-    pub fn truncate_to(&self, offset: u64) -> Result<(), Error> {
+    pub fn truncate_to(&self, up: &Upstream, offset: u64) -> Result<(), Error> {
         let _history = lock(&self.history_lock);
         self.flush()?;
         let mut live = lock(&self.live);
-        self.check_follower(&live.role, "truncate")?;
+        self.check_upstream(&live.role, Some(up), "truncate")?;
         if offset >= live.state.last().offset {
             return Ok(());
         }
@@ -604,24 +631,47 @@ impl Partition {
         Ok(())
     }
 
-    /// Only a replica (or a copy with no role, being cleared) has its history replaced or cut:
-    /// a link task finishing after a promotion must not touch the new primary's history.
-    fn check_follower(&self, role: &RoleState, what: &str) -> Result<(), Error> {
-        match role.role {
-            Role::Replica(_) | Role::Unassigned => Ok(()),
-            _ => Err(Error::Replication {
-                partition: self.id,
-                reason: format!("refusing to {what} while {}", role.role.name()),
-            }),
+    /// Only a replica following `up` (or, without `up`, a copy with no role, being cleared) has
+    /// its history extended, replaced or cut: a link task finishing after a promotion or after
+    /// the copy was told to follow another primary must not touch the history it holds now.
+    fn check_upstream(
+        &self,
+        role: &RoleState,
+        up: Option<&Upstream>,
+        what: &str,
+    ) -> Result<(), Error> {
+        let ok = match up {
+            Some(up) => role.follows(up),
+            None => role.role == Role::Unassigned,
+        };
+        if ok {
+            return Ok(());
         }
+        Err(Error::Replication {
+            partition: self.id,
+            reason: format!(
+                "refusing to {what} for a stream {}: the copy is {} at epoch {}",
+                up.map_or_else(
+                    || "of no primary".to_string(),
+                    |u| format!("from {} at epoch {}", u.primary.node_id, u.epoch)
+                ),
+                role.role.name(),
+                role.epoch
+            ),
+        })
     }
 
-    /// As a replica: replaces the whole state and history with a snapshot from the primary.
-    pub fn install_snapshot(&self, snapshot: SnapshotData) -> Result<(), Error> {
+    /// As a replica following `up` (`None`: a copy with no role, being cleared): replaces the
+    /// whole state and history with `snapshot`.
+    pub fn install_snapshot(
+        &self,
+        up: Option<&Upstream>,
+        snapshot: SnapshotData,
+    ) -> Result<(), Error> {
         let _history = lock(&self.history_lock);
         self.flush()?;
         let mut live = lock(&self.live);
-        self.check_follower(&live.role, "load a snapshot")?;
+        self.check_upstream(&live.role, up, "load a snapshot")?;
         let at = snapshot.meta.at;
         self.store.install_snapshot(&snapshot)?;
         live.state = KvState::from_snapshot(self.id, snapshot);
@@ -675,40 +725,60 @@ impl Partition {
         self.link.lock()
     }
 
-    /// Waits until `concern` holds for the write at `offset`, or `timeout` passes. Returns the
-    /// copies that had applied it and the copies required.
+    /// Waits until `concern` holds for the write at `at` (as [`Partition::write`] returned
+    /// it), or `timeout` passes. Returns the copies that had applied it and the copies required.
+    ///
+    /// Replicas acknowledge offsets, and an offset names this copy's write only while the copy
+    /// still leads the write's epoch (see `holds_write`): once it was deposed, the same offset
+    /// may hold another primary's entry. So the write fails at once with [`Error::Deposed`]
+    /// when the copy stops leading that epoch, and is never acknowledged after that.
     pub async fn wait_acked(
         &self,
-        offset: u64,
+        at: Position,
         concern: WriteConcern,
         timeout: Duration,
     ) -> Result<(u32, u32), Error> {
+        let offset = at.offset;
         let now = crate::engine::now_ms();
         let required = self.tracker.lock().required(concern, now);
         let mut rx = self.acks.subscribe();
-        let acked = || self.tracker.lock().acked_copies(offset);
-        if acked() >= required {
-            return Ok((acked(), required));
+        // Counted first, then checked against the role: a role change replaces the tracker
+        // before it wakes this wait, so a count taken from the old tracker is only used while
+        // the role still holds the write.
+        let check = || {
+            let acked = self.tracker.lock().acked_copies(offset);
+            (acked, self.holds_write(at))
+        };
+        let (mut acked, mut held) = check();
+        if held && acked >= required {
+            return Ok((acked, required));
         }
         let waited = tokio::time::timeout(timeout, async {
-            loop {
+            while held && acked < required {
                 if rx.changed().await.is_err() {
                     return;
                 }
-                if acked() >= required {
-                    return;
-                }
+                (acked, held) = check();
             }
         })
         .await;
-        let got = acked();
-        if waited.is_ok() && got >= required {
-            return Ok((got, required));
+        let (acked, held) = check();
+        if !held {
+            return Err(Error::Deposed {
+                partition: self.id,
+                epoch: at.epoch,
+                offset,
+                acked,
+                required,
+            });
+        }
+        if waited.is_ok() && acked >= required {
+            return Ok((acked, required));
         }
         Err(Error::WriteConcernTimeout {
             partition: self.id,
             concern: concern.as_str_name().trim_start_matches("WRITE_CONCERN_"),
-            acked: got,
+            acked,
             required,
             timeout_ms: timeout.as_millis() as u64,
             offset,
@@ -718,6 +788,19 @@ impl Partition {
     /// The position of the last applied entry.
     pub fn last(&self) -> Position {
         lock(&self.live).state.last()
+    }
+
+    /// As a replica following `up`: the applied and durable offsets to acknowledge, read under
+    /// the same lock as the role. `None` once the role is no longer `up`: from then on the
+    /// copy's offsets may belong to another primary's history, and the old primary must not
+    /// count them as copies of its own entries.
+    pub fn follower_progress(&self, up: &Upstream) -> Option<(u64, u64)> {
+        let live = lock(&self.live);
+        if !live.role.follows(up) {
+            return None;
+        }
+        let applied = live.state.last().offset;
+        Some((applied, self.durable_offset().min(applied)))
     }
 
     /// Whether the partition stopped taking writes after a failed log write or fsync.
@@ -742,7 +825,7 @@ mod tests {
     //! error a full disk gives (ENOSPC), or holds fsync until the test lets it through. The
     //! partition relies only on the store returning that error, or returning late.
     use super::*;
-    use crate::proto::{PutCommand, command::Cmd};
+    use crate::proto::{PutCommand, SyncKind, command::Cmd};
     use crate::storage::{MemoryStore, SnapshotData};
     use std::time::Duration;
 
@@ -889,18 +972,27 @@ mod tests {
                 expire_at_ms: 0,
             })),
         };
-        p.write(1, |_| ((), Some(command))).map(|(_, o)| o)
+        p.write(1, |_| ((), Some(command)))
+            .map(|(_, at)| at.map(|at| at.offset))
+    }
+
+    /// The stream [`replica_partition`] follows: n1 at epoch 1.
+    fn up() -> Upstream {
+        Upstream {
+            epoch: 1,
+            primary: crate::proto::NodeAddress {
+                node_id: "n1".into(),
+                grpc_addr: "127.0.0.1:1".into(),
+                resp_addr: String::new(),
+            },
+        }
     }
 
     fn replica_partition() -> Arc<Partition> {
         let p = partition(FsyncPolicy::Never).0;
         let follow = RoleState {
             epoch: 1,
-            role: Role::Replica(crate::proto::NodeAddress {
-                node_id: "n1".into(),
-                grpc_addr: "127.0.0.1:1".into(),
-                resp_addr: String::new(),
-            }),
+            role: Role::Replica(up().primary),
         };
         p.change_role(Change::Follow, follow, "n2").expect("follow");
         p
@@ -921,17 +1013,16 @@ mod tests {
     fn a_replica_applies_entries_only_at_the_next_offset_and_never_skips() {
         let p = replica_partition();
         assert_eq!(
-            p.apply_replicated(vec![put_entry(1, "a"), put_entry(2, "b")])
+            p.apply_replicated(&up(), vec![put_entry(1, "a"), put_entry(2, "b")])
                 .unwrap(),
             2
         );
         // A gap stops the batch at the entry before it; nothing after the gap is applied.
         let err = p
-            .apply_replicated(vec![
-                put_entry(3, "c"),
-                put_entry(5, "e"),
-                put_entry(6, "f"),
-            ])
+            .apply_replicated(
+                &up(),
+                vec![put_entry(3, "c"), put_entry(5, "e"), put_entry(6, "f")],
+            )
             .unwrap_err();
         assert!(
             matches!(
@@ -954,7 +1045,7 @@ mod tests {
         let mut bad = put_entry(4, "d");
         bad.crc32c ^= 1;
         assert!(matches!(
-            p.apply_replicated(vec![bad]),
+            p.apply_replicated(&up(), vec![bad]),
             Err(Error::CorruptEntry { offset: 4, .. })
         ));
         assert_eq!(p.last().offset, 3);
@@ -972,7 +1063,7 @@ mod tests {
     #[test]
     fn a_promoted_replica_keeps_its_log_and_marks_its_epoch() {
         let p = replica_partition();
-        p.apply_replicated(vec![put_entry(1, "a"), put_entry(2, "b")])
+        p.apply_replicated(&up(), vec![put_entry(1, "a"), put_entry(2, "b")])
             .unwrap();
         let promote = RoleState::standalone_at(2);
         let last = p.change_role(Change::Promote, promote, "n2").unwrap();
@@ -980,8 +1071,11 @@ mod tests {
         assert_eq!(p.read(|s| s.epoch_history().to_vec()), vec![(1, 1), (2, 3)]);
         assert_eq!(set(&p, "c").unwrap(), Some(4));
         // The old stream's late entries are refused now.
-        assert!(p.apply_replicated(vec![put_entry(3, "z")]).is_err());
-        assert!(p.install_snapshot(SnapshotData::default()).is_err());
+        assert!(p.apply_replicated(&up(), vec![put_entry(3, "z")]).is_err());
+        assert!(
+            p.install_snapshot(Some(&up()), SnapshotData::default())
+                .is_err()
+        );
     }
 
     #[test]
@@ -1007,6 +1101,150 @@ mod tests {
             Some(false),
             "unlogged writes are never snapshotted"
         );
+    }
+
+    /// A primary of 3 copies at `epoch`, expecting replicas b and c.
+    fn primary_of_three(epoch: u64) -> RoleState {
+        RoleState {
+            epoch,
+            role: Role::Primary(crate::replication::role::PrimarySettings {
+                replicas: vec!["b".into(), "c".into()],
+                copies: 3,
+                min_in_sync: 0,
+            }),
+        }
+    }
+
+    fn write_at(p: &Partition, key: &str) -> Position {
+        let command = Command {
+            cmd: Some(Cmd::Put(PutCommand {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                expire_at_ms: 0,
+            })),
+        };
+        let (_, at) = p.write(1, |_| ((), Some(command))).expect("written");
+        at.expect("a position")
+    }
+
+    #[tokio::test]
+    async fn a_write_is_never_acknowledged_once_its_primary_is_deposed() {
+        // The e2e freeze scenario: a stalled primary took a write at epoch 2 and waited for a
+        // QUORUM; meanwhile it was replaced, told to follow (its tail truncated), and led
+        // again at epoch 4, where its replicas acknowledged offsets past the write's. Those
+        // acknowledgements are of epoch 4's entries: the write must fail, not be acknowledged.
+        let (p, _) = partition(FsyncPolicy::Never);
+        p.change_role(Change::Assign, primary_of_three(2), "a")
+            .expect("primary");
+        let at = write_at(&p, "stale");
+        p.flush().expect("flushed");
+        let waiter = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move {
+                p.wait_acked(at, WriteConcern::Quorum, Duration::from_secs(60))
+                    .await
+            })
+        };
+        let follow = RoleState {
+            epoch: 3,
+            role: Role::Replica(up().primary),
+        };
+        p.change_role(Change::Follow, follow, "a").expect("follow");
+        let waited = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the wait ends when the role changes, not at its timeout")
+            .expect("joined");
+        assert!(
+            matches!(waited, Err(Error::Deposed { epoch: 2, .. })),
+            "{waited:?}"
+        );
+
+        // Led again at a newer epoch, with replicas acknowledging past that offset: a wait for
+        // the old position still fails, at once.
+        p.change_role(Change::Promote, primary_of_three(4), "a")
+            .expect("promote");
+        for r in ["b", "c"] {
+            let session = p.tracker().attach(r, SyncKind::Partial, at.offset + 5);
+            p.on_ack(r, session, at.offset + 5, at.offset + 5);
+        }
+        let again = p
+            .wait_acked(at, WriteConcern::Quorum, Duration::from_secs(60))
+            .await;
+        assert!(matches!(again, Err(Error::Deposed { .. })), "{again:?}");
+        // A write of the new epoch is acknowledged as usual.
+        let now = write_at(&p, "new");
+        p.flush().expect("flushed");
+        let session = p.tracker().attach("b", SyncKind::Partial, now.offset);
+        p.on_ack("b", session, now.offset, now.offset);
+        assert_eq!(
+            p.wait_acked(now, WriteConcern::Quorum, Duration::from_secs(1))
+                .await
+                .expect("acknowledged"),
+            (3, 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_primary_fenced_at_its_own_epoch_still_acknowledges_what_it_drains() {
+        // A switchover fences the primary at its epoch; its streams drain the writes it took,
+        // and the target's acknowledgement still counts for them.
+        let (p, _) = partition(FsyncPolicy::Never);
+        p.change_role(Change::Assign, primary_of_three(2), "a")
+            .expect("primary");
+        let at = write_at(&p, "k");
+        p.flush().expect("flushed");
+        let session = p.tracker().attach("b", SyncKind::Partial, 0);
+        p.change_role(
+            Change::Fence,
+            RoleState {
+                epoch: 2,
+                role: Role::Fenced,
+            },
+            "a",
+        )
+        .expect("fence");
+        p.on_ack("b", session, at.offset, at.offset);
+        assert_eq!(
+            p.wait_acked(at, WriteConcern::Quorum, Duration::from_secs(1))
+                .await
+                .expect("acknowledged"),
+            (2, 2)
+        );
+    }
+
+    #[test]
+    fn a_stream_the_copy_left_can_neither_change_it_nor_acknowledge() {
+        // The copy follows n1 at epoch 1, then is told to follow n3 at epoch 2 while a message
+        // of the old stream is still being handled: nothing of that stream lands any more.
+        let p = replica_partition();
+        p.apply_replicated(&up(), vec![put_entry(1, "a"), put_entry(2, "b")])
+            .unwrap();
+        assert_eq!(p.follower_progress(&up()), Some((2, 2)));
+        let next = Upstream {
+            epoch: 2,
+            primary: crate::proto::NodeAddress {
+                node_id: "n3".into(),
+                grpc_addr: "127.0.0.1:3".into(),
+                resp_addr: String::new(),
+            },
+        };
+        let follow = RoleState {
+            epoch: next.epoch,
+            role: Role::Replica(next.primary.clone()),
+        };
+        p.change_role(Change::Follow, follow, "n2").unwrap();
+        assert_eq!(p.follower_progress(&up()), None, "no acknowledgement");
+        assert!(p.apply_replicated(&up(), vec![put_entry(3, "c")]).is_err());
+        assert!(p.truncate_to(&up(), 1).is_err());
+        assert!(
+            p.install_snapshot(Some(&up()), SnapshotData::default())
+                .is_err()
+        );
+        assert_eq!(p.last().offset, 2, "the history is untouched");
+        // The new stream's own calls are accepted.
+        assert_eq!(p.follower_progress(&next), Some((2, 2)));
+        p.truncate_to(&next, 1).unwrap();
+        assert_eq!(p.last().offset, 1);
     }
 
     #[tokio::test]

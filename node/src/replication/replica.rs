@@ -9,7 +9,7 @@
 //! slowly, since an admin call may fix the primary side at any time.
 
 use super::ReplicationConfig;
-use super::role::Role;
+use super::role::Upstream;
 use crate::Error;
 use crate::engine::Partition;
 use crate::proto::replication_client::ReplicationClient;
@@ -72,6 +72,12 @@ fn from_status(s: &tonic::Status) -> End {
 }
 
 /// Follows `primary` for partition `p` at `epoch` until the role changes or the node stops.
+///
+/// The task is aborted when the role changes, but an abort only lands at the task's next
+/// await: every step that changes the copy or speaks for it (applying entries, truncating,
+/// loading a snapshot, acknowledging) checks the role under the partition's lock instead, so
+/// a stream the copy left can neither change its new history nor acknowledge anything to its
+/// old primary.
 pub async fn run(
     p: Arc<Partition>,
     cfg: ReplicationConfig,
@@ -80,16 +86,18 @@ pub async fn run(
     primary: NodeAddress,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let up = Upstream { epoch, primary };
+    let primary = &up.primary;
     let min_backoff = Duration::from_millis(50);
     let max_backoff = Duration::from_secs(2);
     let mut backoff = min_backoff;
     loop {
-        if *shutdown.borrow() || !still_following(&p, epoch, &primary) {
+        if *shutdown.borrow() || !p.role().follows(&up) {
             return;
         }
         let started = Instant::now();
         let end = tokio::select! {
-            end = stream(&p, &cfg, channel.clone(), epoch, &primary) => {
+            end = stream(&p, &cfg, channel.clone(), &up) => {
                 end.err().unwrap_or(End::Stop)
             }
             _ = shutdown.wait_for(|&down| down) => End::Stop,
@@ -125,11 +133,6 @@ pub async fn run(
     }
 }
 
-fn still_following(p: &Partition, epoch: u64, primary: &NodeAddress) -> bool {
-    let role = p.role();
-    role.epoch == epoch && matches!(&role.role, Role::Replica(a) if a == primary)
-}
-
 async fn next(inbound: &mut Streaming<PrimaryMessage>) -> Result<primary_message::Msg, End> {
     match inbound.message().await {
         Ok(Some(PrimaryMessage { msg: Some(m) })) => Ok(m),
@@ -139,11 +142,16 @@ async fn next(inbound: &mut Streaming<PrimaryMessage>) -> Result<primary_message
     }
 }
 
-async fn ack(p: &Partition, tx: &mpsc::Sender<ReplicaMessage>) -> Result<(), End> {
+/// Acknowledges what the copy holds, while it still follows `up`; once it does not, the
+/// stream ends without a word: its offsets may now be another primary's entries.
+async fn ack(p: &Partition, up: &Upstream, tx: &mpsc::Sender<ReplicaMessage>) -> Result<(), End> {
+    let Some((applied, durable)) = p.follower_progress(up) else {
+        return Err(End::Stop);
+    };
     let msg = ReplicaMessage {
         msg: Some(replica_message::Msg::Ack(Ack {
-            applied_offset: p.last().offset,
-            durable_offset: p.durable_offset(),
+            applied_offset: applied,
+            durable_offset: durable,
         })),
     };
     tx.send(msg)
@@ -155,9 +163,9 @@ async fn stream(
     p: &Arc<Partition>,
     cfg: &ReplicationConfig,
     channel: Channel,
-    epoch: u64,
-    primary: &NodeAddress,
+    up: &Upstream,
 ) -> Result<(), End> {
+    let epoch = up.epoch;
     let max = super::max_message_bytes(cfg);
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(max)
@@ -198,8 +206,8 @@ async fn stream(
             if t.epoch != epoch {
                 return Err(broken(format!("truncate at epoch {}", t.epoch)));
             }
-            let p2 = Arc::clone(p);
-            let truncated = tokio::task::spawn_blocking(move || p2.truncate_to(t.offset))
+            let (p2, up2) = (Arc::clone(p), up.clone());
+            let truncated = tokio::task::spawn_blocking(move || p2.truncate_to(&up2, t.offset))
                 .await
                 .map_err(|e| broken(format!("truncating: {e}")))?;
             if let Err(e) = truncated {
@@ -210,10 +218,12 @@ async fn stream(
                     "cannot truncate to {}: {e}; resyncing from empty",
                     t.offset
                 );
-                let p2 = Arc::clone(p);
-                tokio::task::spawn_blocking(move || p2.install_snapshot(SnapshotData::default()))
-                    .await
-                    .map_err(|e| broken(format!("resetting: {e}")))??;
+                let (p2, up2) = (Arc::clone(p), up.clone());
+                tokio::task::spawn_blocking(move || {
+                    p2.install_snapshot(Some(&up2), SnapshotData::default())
+                })
+                .await
+                .map_err(|e| broken(format!("resetting: {e}")))??;
                 return Err(broken(format!("could not truncate to {}: {e}", t.offset)));
             }
             tracing::info!(
@@ -230,8 +240,8 @@ async fn stream(
             let started = Instant::now();
             let snapshot = receive_snapshot(p.id(), cfg, epoch, begin, &mut inbound).await?;
             let keys = snapshot.items.len();
-            let p2 = Arc::clone(p);
-            tokio::task::spawn_blocking(move || p2.install_snapshot(snapshot))
+            let (p2, up2) = (Arc::clone(p), up.clone());
+            tokio::task::spawn_blocking(move || p2.install_snapshot(Some(&up2), snapshot))
                 .await
                 .map_err(|e| broken(format!("installing the snapshot: {e}")))??;
             tracing::info!(
@@ -251,15 +261,15 @@ async fn stream(
         link.state = LinkState::Streaming;
         link.error.clear();
     }
-    ack(p, &tx).await?;
+    ack(p, up, &tx).await?;
     loop {
         match next(&mut inbound).await? {
             primary_message::Msg::Entries(batch) => {
-                if !still_following(p, epoch, primary) {
+                if !p.role().follows(up) {
                     return Err(End::Stop);
                 }
                 let n = batch.entries.len();
-                let last = p.apply_replicated(batch.entries)?;
+                let last = p.apply_replicated(up, batch.entries)?;
                 // Under fsync=always a replica's copy is on disk before it counts as one.
                 p.wait_durable(last).await?;
                 {
@@ -269,7 +279,7 @@ async fn stream(
                         link.lag_ms = 0;
                     }
                 }
-                ack(p, &tx).await?;
+                ack(p, up, &tx).await?;
             }
             primary_message::Msg::Heartbeat(h) => {
                 if h.epoch != epoch {
@@ -283,7 +293,7 @@ async fn stream(
                     link.lag_entries = end.saturating_sub(p.last().offset);
                     link.lag_ms = h.replica_lag_ms;
                 }
-                ack(p, &tx).await?;
+                ack(p, up, &tx).await?;
             }
             other => return Err(broken(format!("unexpected message {other:?}"))),
         }

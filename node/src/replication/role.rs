@@ -59,6 +59,19 @@ impl Role {
     }
 }
 
+/// What a replica's stream was opened for: the primary it follows and the epoch it follows it
+/// at. Whatever the stream carries (entries, a truncation, a snapshot) is applied, and
+/// acknowledged, only while the copy's role is still exactly this one: a role change can land
+/// while a message of the old stream is being handled, and from then on that stream speaks for
+/// a history the copy no longer follows (invariant 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The epoch the copy follows at.
+    pub epoch: u64,
+    /// The primary it follows.
+    pub primary: NodeAddress,
+}
+
 /// A role at an epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleState {
@@ -92,6 +105,12 @@ impl RoleState {
             }),
             Role::Fenced => Some(Error::Fenced { partition, epoch }),
         }
+    }
+
+    /// Whether this is the replica role `up` was opened for: following the same primary at the
+    /// same epoch.
+    pub fn follows(&self, up: &Upstream) -> bool {
+        self.epoch == up.epoch && matches!(&self.role, Role::Replica(a) if *a == up.primary)
     }
 
     /// Primary at `epoch`, the only copy.

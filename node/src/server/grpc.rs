@@ -370,14 +370,14 @@ impl Service {
     async fn commit(
         &self,
         p: &Arc<Partition>,
-        offset: Option<u64>,
+        at: Option<crate::storage::Position>,
         opts: Option<&WriteOptions>,
     ) -> Result<Option<WriteAck>, Status> {
-        let Some(offset) = offset else {
+        let Some(at) = at else {
             return Ok(None);
         };
         p.flush().map_err(internal)?;
-        p.wait_durable(offset).await.map_err(internal)?;
+        p.wait_durable(at.offset).await.map_err(internal)?;
         let concern = match opts.map(|o| WriteConcern::try_from(o.concern)) {
             None | Some(Ok(WriteConcern::Unspecified)) => self.writes.concern,
             Some(Ok(c)) => c,
@@ -388,13 +388,13 @@ impl Service {
             ms => Duration::from_millis(u64::from(ms)),
         };
         let (acked, required) = p
-            .wait_acked(offset, concern, timeout)
+            .wait_acked(at, concern, timeout)
             .await
             .map_err(|e| status_of(&e))?;
         Ok(Some(WriteAck {
             partition: p.id(),
-            epoch: p.epoch(),
-            offset,
+            epoch: at.epoch,
+            offset: at.offset,
             acked_copies: acked,
             required_copies: required,
         }))
@@ -555,6 +555,22 @@ pub fn status_of(e: &crate::Error) -> Status {
                 acked_copies: *acked,
                 required_copies: *required,
                 ..info(ErrorCode::WriteConcernTimeout, *partition, 0)
+            },
+        ),
+        // Not acknowledged and not known to be lost: a client must not retry it blindly, just
+        // as after a write concern timeout.
+        E::Deposed {
+            partition,
+            epoch,
+            acked,
+            required,
+            ..
+        } => (
+            tonic::Code::Aborted,
+            ErrorInfo {
+                acked_copies: *acked,
+                required_copies: *required,
+                ..info(ErrorCode::WriteConcernTimeout, *partition, *epoch)
             },
         ),
         E::NotCaughtUp { partition, .. } => (
@@ -947,7 +963,7 @@ impl Admin for Service {
         for p in &partitions {
             let p = Arc::clone(p);
             tokio::task::spawn_blocking(move || {
-                p.install_snapshot(crate::storage::SnapshotData::default())
+                p.install_snapshot(None, crate::storage::SnapshotData::default())
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))?

@@ -223,10 +223,39 @@ pub(super) async fn manage(
     }
     let mut errors = Vec::new();
     let mut promoted = Vec::new();
+    // What the replicas moved to a new epoch held then: a promotion after them waits for it.
+    let mut repointed = plan::Repointed::default();
     for action in &plan.actions {
-        tracing::info!(set = %name, map_version = plan.version, ?action, "node call");
-        match act(ctx, rps, namespace, &desired, &plan, &addresses, action).await {
-            Ok(()) => {
+        let min_offset = match action {
+            Action::Promote {
+                partition,
+                node,
+                epoch,
+                ..
+            } => match repointed.before_promotion(*partition, *epoch) {
+                Ok(offset) => offset,
+                Err(why) => {
+                    tracing::warn!(set = %name, ?action, "promotion left to the next plan: {why}");
+                    errors.push(Error::Node {
+                        node: node.clone(),
+                        message: format!("not promoted yet: {why}"),
+                    });
+                    continue;
+                }
+            },
+            _ => 0,
+        };
+        tracing::info!(set = %name, map_version = plan.version, ?action, min_offset, "node call");
+        let outcome = act(
+            ctx, rps, namespace, &desired, &plan, &addresses, action, min_offset,
+        )
+        .await;
+        repointed.record(
+            action,
+            outcome.as_ref().copied().map_err(ToString::to_string),
+        );
+        match outcome {
+            Ok(_) => {
                 if let Action::Promote {
                     partition, node, ..
                 } = action
@@ -300,7 +329,13 @@ fn action_label(action: &Action) -> &'static str {
     }
 }
 
-/// Carries out one node call.
+/// Carries out one node call. A promotion first waits until the new primary holds
+/// `min_offset` (see [`plan::Repointed`]); a Follow returns the offset the copy held once it
+/// followed; other calls return 0.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the reconcile's context, passed through as the call needs it"
+)]
 async fn act(
     ctx: &Context,
     rps: &ReplicatedPartitionSet,
@@ -309,7 +344,8 @@ async fn act(
     plan: &Plan,
     addresses: &BTreeMap<String, NodeAddress>,
     action: &Action,
-) -> Result<()> {
+    min_offset: u64,
+) -> Result<u64> {
     let connect = async |node: &str| {
         let addr = addresses.get(node).ok_or_else(|| Error::Node {
             node: node.to_string(),
@@ -327,7 +363,7 @@ async fn act(
             reason,
         } => {
             let p = *partition as u32;
-            let mut min_offset = 0;
+            let mut min_offset = min_offset;
             for (old, old_epoch) in fence {
                 let mut conn = connect(old).await?;
                 min_offset = min_offset.max(conn.fence(p, *old_epoch).await?);
@@ -352,7 +388,7 @@ async fn act(
                     }
                 }
             }
-            Ok(())
+            Ok(0)
         }
         Action::Follow {
             partition,
@@ -374,12 +410,11 @@ async fn act(
             node,
             epoch,
             force,
-        } => {
-            connect(node)
-                .await?
-                .drop_copy(*partition as u32, *epoch, *force)
-                .await
-        }
+        } => connect(node)
+            .await?
+            .drop_copy(*partition as u32, *epoch, *force)
+            .await
+            .map(|()| 0),
         Action::DeletePod { pod } => {
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
             pods.delete(pod, &DeleteParams::default()).await?;
@@ -392,7 +427,7 @@ async fn act(
                 format!("deleted {pod} so that it restarts with the new pod template"),
             )
             .await;
-            Ok(())
+            Ok(0)
         }
         Action::PushTopology { node } => {
             // A node the map names whose pod has no IP (deleted, stuck terminating on a lost
@@ -415,7 +450,11 @@ async fn act(
                     node: node.clone(),
                     message,
                 })?;
-            connect(node).await?.set_topology(topology).await
+            connect(node)
+                .await?
+                .set_topology(topology)
+                .await
+                .map(|()| 0)
         }
     }
 }

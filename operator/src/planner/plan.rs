@@ -280,6 +280,57 @@ impl Plan {
     }
 }
 
+/// What the Follow calls carried out so far in a plan mean for a promotion that comes after
+/// them in the same plan.
+///
+/// A failover (or a repair) moves the partition's replicas to the new epoch before it promotes:
+/// from then on they refuse the old primary, which may only be cut off from the operator and
+/// still take writes. Until its Follow lands, though, a replica acknowledges the old primary's
+/// writes, and the planner chose the new primary from reports taken before that. The new
+/// primary must hold everything such a replica acknowledged, or the replica truncates it when
+/// it follows and a QUORUM-acknowledged write is lost (invariant 3). So:
+/// - the promotion waits until the new primary holds the highest offset a repointed replica
+///   held once it moved (a Follow answers with it): the promotion's `min_offset`;
+/// - a promotion after a Follow that failed is not made in this plan: that replica may still
+///   be acknowledging the old primary's writes. The next plan decides again from fresh reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repointed {
+    moved: BTreeMap<(usize, u64), Result<u64, String>>,
+}
+
+impl Repointed {
+    /// Records how `action` went, if it is a Follow: the offset of the copy's last entry once
+    /// it followed, or why it failed.
+    pub fn record(&mut self, action: &Action, outcome: Result<u64, String>) {
+        let Action::Follow {
+            partition,
+            node,
+            epoch,
+            ..
+        } = action
+        else {
+            return;
+        };
+        let outcome = outcome.map_err(|why| format!("{node} did not move to epoch {epoch}: {why}"));
+        let merged = match (self.moved.remove(&(*partition, *epoch)), outcome) {
+            (Some(Err(first)), _) => Err(first),
+            (_, Err(why)) => Err(why),
+            (Some(Ok(a)), Ok(b)) => Ok(a.max(b)),
+            (None, Ok(b)) => Ok(b),
+        };
+        self.moved.insert((*partition, *epoch), merged);
+    }
+
+    /// For a promotion of `partition` at `epoch`: the offset the new primary must hold before it
+    /// takes over (0 when no replica was moved first), or why it must wait for the next plan.
+    pub fn before_promotion(&self, partition: usize, epoch: u64) -> Result<u64, String> {
+        self.moved
+            .get(&(partition, epoch))
+            .cloned()
+            .unwrap_or(Ok(0))
+    }
+}
+
 /// The ordinal in a pod name `<set>-<ordinal>`.
 pub fn ordinal(name: &str) -> Option<usize> {
     name.rsplit_once('-')?.1.parse().ok()

@@ -388,6 +388,74 @@ fn failover_picks_the_reachable_in_sync_replica_with_the_highest_position() {
 }
 
 #[test]
+fn a_failover_promotes_after_the_replicas_moved_and_holding_what_they_held() {
+    // The failover's replicas move to the new epoch before the promotion (so they stop
+    // acknowledging the lost primary, which may only be cut off from the operator). What one
+    // held once it moved may be more than the reports the plan chose from: the promotion waits
+    // until the new primary holds it, and is not made at all after a Follow that failed.
+    let (d, map) = three_by_three();
+    let mut nodes = matching(3, &map, 10, 1);
+    down(&mut nodes, 0, 0);
+    let plan = plan(&d, &nodes, &current(map, 1), WINDOW);
+    let calls: Vec<&Action> = without_topology(&plan)
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Promote { partition: 0, .. } | Action::Follow { partition: 0, .. }
+            )
+        })
+        .collect();
+    let [
+        follow @ Action::Follow { epoch, .. },
+        Action::Promote {
+            epoch: promoted, ..
+        },
+    ] = calls[..]
+    else {
+        panic!("a Follow, then the promotion: {calls:?}");
+    };
+    assert_eq!(epoch, promoted);
+
+    let mut moved = Repointed::default();
+    assert_eq!(
+        moved.before_promotion(0, *epoch),
+        Ok(0),
+        "nothing moved first"
+    );
+    // The replica held 12 once it followed, 2 more than reported when the plan was made.
+    moved.record(follow, Ok(12));
+    assert_eq!(moved.before_promotion(0, *epoch), Ok(12));
+    assert_eq!(
+        moved.before_promotion(1, *epoch),
+        Ok(0),
+        "another partition"
+    );
+    assert_eq!(moved.before_promotion(0, epoch + 1), Ok(0), "another epoch");
+    moved.record(follow, Ok(11));
+    assert_eq!(
+        moved.before_promotion(0, *epoch),
+        Ok(12),
+        "the highest counts"
+    );
+    // Other calls say nothing of it.
+    moved.record(&Action::PushTopology { node: name(1) }, Err("down".into()));
+    assert_eq!(moved.before_promotion(0, *epoch), Ok(12));
+    // A replica that did not move may still acknowledge the lost primary's writes.
+    moved.record(follow, Err("timed out".into()));
+    let refused = moved.before_promotion(0, *epoch);
+    assert!(
+        refused.as_ref().is_err_and(|why| why.contains("timed out")),
+        "{refused:?}"
+    );
+    moved.record(follow, Ok(13));
+    assert!(
+        moved.before_promotion(0, *epoch).is_err(),
+        "a failure sticks"
+    );
+}
+
+#[test]
 fn the_new_epoch_is_one_above_the_highest_any_node_reports() {
     let d = desired(4, 1, 3);
     let map = vec![entry(0, &[1, 2], 3)];

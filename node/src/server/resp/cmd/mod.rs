@@ -43,7 +43,7 @@ use crate::server::Limits;
 use crate::server::resp::codec::write_error;
 use crate::server::resp::proxy::{PROXY_CLIENT_NAME, Proxy};
 use crate::slot::key_slot;
-use crate::storage::KvState;
+use crate::storage::{KvState, Position};
 use crate::topology::{Held, Map};
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
@@ -167,8 +167,8 @@ pub struct Ctx<'a> {
     pub out: &'a mut BytesMut,
     /// Turns true when the node shuts down; blocking commands give up then.
     pub shutdown: watch::Receiver<bool>,
-    /// (partition, highest offset written) for every partition this batch wrote.
-    written: Vec<(Arc<Partition>, u64)>,
+    /// (partition, position of the last write) for every partition this batch wrote.
+    written: Vec<(Arc<Partition>, Position)>,
     /// Calls and errors per command (by position in [`COMMANDS`]), added to the shared
     /// counters once per batch rather than once per command.
     counts: [(u32, u32); COMMANDS.len()],
@@ -285,15 +285,15 @@ impl<'a> Ctx<'a> {
         now: i64,
         decide: impl FnOnce(&KvState) -> (R, Option<Command>),
     ) -> Result<R, Error> {
-        let (result, offset) = partition.write(now, decide)?;
-        if let Some(offset) = offset {
+        let (result, at) = partition.write(now, decide)?;
+        if let Some(at) = at {
             match self
                 .written
                 .iter_mut()
                 .find(|(p, _)| p.id() == partition.id())
             {
-                Some((_, o)) => *o = (*o).max(offset),
-                None => self.written.push((Arc::clone(partition), offset)),
+                Some((_, o)) => *o = (*o).max(at),
+                None => self.written.push((Arc::clone(partition), at)),
             }
         }
         Ok(result)
@@ -313,10 +313,10 @@ impl<'a> Ctx<'a> {
         for (p, _) in &written {
             p.flush()?;
         }
-        for (p, offset) in &written {
-            p.wait_durable(*offset).await?;
+        for (p, at) in &written {
+            p.wait_durable(at.offset).await?;
             let o = self.conn.written.entry(p.id()).or_default();
-            *o = (*o).max(*offset);
+            *o = (*o).max(at.offset);
         }
         Ok(())
     }
@@ -326,11 +326,11 @@ impl<'a> Ctx<'a> {
     /// error, which says how many copies acknowledged. Fails only when the commit itself
     /// failed (the caller closes the connection, as for any failed commit).
     async fn commit_with_concern(&mut self, mark: usize) -> Result<(), Error> {
-        let written: Vec<(Arc<Partition>, u64)> = self.written.clone();
+        let written: Vec<(Arc<Partition>, Position)> = self.written.clone();
         self.commit().await?;
-        for (p, offset) in written {
+        for (p, at) in written {
             if let Err(e) = p
-                .wait_acked(offset, self.conn.concern, self.conn.concern_timeout)
+                .wait_acked(at, self.conn.concern, self.conn.concern_timeout)
                 .await
             {
                 self.out.truncate(mark);
@@ -417,7 +417,7 @@ impl<'a> Ctx<'a> {
             Error::NotEnoughInSync { .. } => {
                 format!("NOREPLICAS Not enough good replicas to write: {e}")
             }
-            Error::WriteConcernTimeout { .. } => format!("TIMEOUT {e}"),
+            Error::WriteConcernTimeout { .. } | Error::Deposed { .. } => format!("TIMEOUT {e}"),
             _ => format!("ERR {e}"),
         };
         write_error(self.out, message);

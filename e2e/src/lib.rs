@@ -13,6 +13,7 @@
 //! - [`scenarios`]: the scenarios, each printing one `SCENARIO <name> ok <metric>=<value> …`.
 
 pub mod api;
+pub mod bench;
 pub mod cluster;
 pub mod error;
 pub mod inbox;

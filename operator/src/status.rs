@@ -50,6 +50,8 @@ pub struct Partitions {
     pub map_version: i64,
     /// Partitions whose primary is lost and not yet replaced.
     pub failing_over: Vec<usize>,
+    /// Moves are still to be made (the planner's `unbalanced`), even if none is in flight now.
+    pub unbalanced: bool,
     /// Partitions that are not quiet (no primary answering at the map's epoch, or a replica not
     /// in sync), with why when known.
     pub unhealthy: Vec<(usize, String)>,
@@ -74,7 +76,10 @@ impl Partitions {
     }
 
     fn quiet(&self) -> bool {
-        !self.entries.is_empty() && self.unhealthy.is_empty() && self.moving() == 0
+        !self.entries.is_empty()
+            && self.unhealthy.is_empty()
+            && self.moving() == 0
+            && !self.unbalanced
     }
 }
 
@@ -125,7 +130,7 @@ pub fn compute(
     } else if observed.applied.any()
         || observed.pods != observed.nodes
         || !current
-        || parts.is_some_and(|p| p.moving() > 0 && p.failing_over.is_empty())
+        || parts.is_some_and(|p| (p.moving() > 0 || p.unbalanced) && p.failing_over.is_empty())
     {
         Phase::Updating
     } else {
@@ -327,7 +332,14 @@ fn rebalancing(parts: Option<&Partitions>) -> (bool, &'static str, String) {
                 .collect()
         })
         .unwrap_or_default();
-    if moving.is_empty() {
+    if moving.is_empty() && parts.is_some_and(|p| p.unbalanced) {
+        (
+            true,
+            "MovesPending",
+            "partitions are still to move (between two batches of moves, or a copy catching up)"
+                .into(),
+        )
+    } else if moving.is_empty() {
         (false, "Balanced", "no partition moves in progress".into())
     } else {
         (
@@ -614,6 +626,37 @@ mod tests {
         let again = compute(Some(&ready), &observed(3, 3), &t(30));
         assert_eq!(again, ready);
         assert!(notes(Some(&ready), &again, &Applied::default()).is_empty());
+    }
+
+    #[test]
+    fn a_set_between_two_batches_of_moves_is_updating_not_ready() {
+        let ready = compute(None, &observed(5, 5), &t(1));
+        let mut between = observed(5, 5);
+        between.partitions = Some(Partitions {
+            entries: vec![partita_api::PartitionStatus {
+                id: 0,
+                primary: Some("s-0".into()),
+                epoch: 1,
+                ..Default::default()
+            }],
+            unbalanced: true,
+            ..Partitions::default()
+        });
+        let s = compute(Some(&ready), &between, &t(2));
+        assert_eq!(
+            s.phase,
+            Some(Phase::Updating),
+            "no move in flight, but moves to make"
+        );
+        assert_eq!(cond(&s, "Rebalancing").status, "True");
+        assert_eq!(cond(&s, "Rebalancing").reason, "MovesPending");
+
+        if let Some(p) = between.partitions.as_mut() {
+            p.unbalanced = false;
+        }
+        let done = compute(Some(&s), &between, &t(3));
+        assert_eq!(done.phase, Some(Phase::Ready));
+        assert_eq!(cond(&done, "Rebalancing").status, "False");
     }
 
     #[test]

@@ -673,6 +673,7 @@ fn partitions(plan: &Plan, observed: &[plan::Node]) -> Partitions {
         entries,
         map_version: plan.version as i64,
         failing_over: plan.failing_over.clone(),
+        unbalanced: plan.unbalanced,
         unhealthy,
         rolling: plan.rolling.clone(),
         ..Partitions::default()

@@ -271,6 +271,10 @@ pub struct Plan {
     /// handled. False whenever the planner did not look (rebalancing off, a rollout going on,
     /// a partition without a primary).
     pub balanced: bool,
+    /// The map is not yet where placement wants it and the planner is moving it there
+    /// (rebalancing, a drain or a copy count repaired), even if no move is in flight at this
+    /// instant (between two batches, or while an added copy catches up): the set is not Ready.
+    pub unbalanced: bool,
 }
 
 impl Plan {
@@ -1099,17 +1103,18 @@ fn moves(desired: &Desired, view: &View, nodes: &[String], map: &mut [Entry], pl
             .iter()
             .any(|(q, n)| *q == p && primary == Some(n))
     };
-    plan.balanced = desired.rebalance
-        && !rolling
-        && effective
-            .iter()
-            .zip(&target)
-            .enumerate()
-            .all(|(p, (e, t))| {
-                let have: BTreeSet<&String> = e.nodes().collect();
-                let want: BTreeSet<&String> = t.nodes().collect();
-                have == want && (e.primary == t.primary || pinned(p, e.primary.as_ref()))
-            });
+    let settled_on_target = effective
+        .iter()
+        .zip(&target)
+        .enumerate()
+        .all(|(p, (e, t))| {
+            let have: BTreeSet<&String> = e.nodes().collect();
+            let want: BTreeSet<&String> = t.nodes().collect();
+            have == want && (e.primary == t.primary || pinned(p, e.primary.as_ref()))
+        });
+    plan.balanced = desired.rebalance && !rolling && settled_on_target;
+    plan.unbalanced =
+        (desired.rebalance && !rolling && !settled_on_target) || draining || misreplicated;
     let mut in_flight = map.iter().filter(|e| e.moving.is_some()).count();
     // Copies being added without a move (below) are in flight until they are in sync.
     let catching_up = (0..map.len())

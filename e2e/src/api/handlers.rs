@@ -775,6 +775,23 @@ fn prepare_update(
     Ok(obj)
 }
 
+/// A write that is not an apply (replace, merge or JSON patch): `candidate` prepared, the
+/// fields it changed owned by the writer as an Update, and the result stored.
+fn update(
+    st: &mut State,
+    ctx: &Ctx,
+    key: &Key,
+    live: &Arc<Value>,
+    candidate: Value,
+    subresource: &str,
+) -> ApiResult<Reply> {
+    let obj = prepare_update(ctx, live, candidate, subresource)?;
+    let now = timestamp(0);
+    let entries = apply::after_update(live, &obj, &ctx.writer(subresource, &now));
+    let stored = finish_update(st, ctx, key, live, obj, &entries);
+    Ok(Reply::Json(200, ctx.view.object(&stored)))
+}
+
 /// Stores an update: managed fields written, generation bumped when anything but metadata
 /// and status changed, nothing at all when nothing changed.
 fn finish_update(
@@ -1041,11 +1058,7 @@ fn replace(
         return Err(ApiError::not_found(&ctx.resource(), name));
     };
     check_preconditions(ctx, &live, &candidate, name)?;
-    let obj = prepare_update(ctx, &live, candidate, subresource)?;
-    let now = timestamp(0);
-    let entries = apply::after_update(&live, &obj, &ctx.writer(subresource, &now));
-    let stored = finish_update(st, ctx, &key, &live, obj, &entries);
-    Ok(Reply::Json(200, ctx.view.object(&stored)))
+    update(st, ctx, &key, &live, candidate, subresource)
 }
 
 fn patch(
@@ -1111,11 +1124,7 @@ fn patch(
     check_type(ctx, &candidate, false)?;
     check_preconditions(ctx, &live, &candidate, name)?;
     check_identity(ctx, &mut candidate, Some(name))?;
-    let obj = prepare_update(ctx, &live, candidate, subresource)?;
-    let now = timestamp(0);
-    let entries = apply::after_update(&live, &obj, &ctx.writer(subresource, &now));
-    let stored = finish_update(st, ctx, &key, &live, obj, &entries);
-    Ok(Reply::Json(200, ctx.view.object(&stored)))
+    update(st, ctx, &key, &live, candidate, subresource)
 }
 
 fn apply_patch(

@@ -180,6 +180,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Fails, naming `what` ran the load, if any SET failed.
+    pub fn check_no_failures(&self, what: &str) -> crate::Result<()> {
+        if self.failed == 0 {
+            return Ok(());
+        }
+        Err(crate::Error::Check(format!(
+            "{what}: {} of {} SETs failed, first: {:?}",
+            self.failed,
+            self.ops + self.failed,
+            self.first_failure
+        )))
+    }
+
     /// Acknowledged SETs per second.
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)

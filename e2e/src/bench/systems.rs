@@ -295,11 +295,7 @@ pub async fn start_redis(
     replicaof: Option<&str>,
     extra: &[&str],
 ) -> Result<Server> {
-    let work = dir.join(name);
-    std::fs::create_dir_all(&work).map_err(|source| Error::Io {
-        what: format!("creating {}", work.display()),
-        source,
-    })?;
+    let work = work_dir(dir, name)?;
     let port = free_port()?;
     let log = work.join("server.log");
     let mut cmd = Command::new("redis-server");
@@ -350,6 +346,16 @@ pub async fn start_redis(
     Ok(server)
 }
 
+/// Server `name`'s own directory under `dir`, created: its data and logs.
+fn work_dir(dir: &Path, name: &str) -> Result<PathBuf> {
+    let work = dir.join(name);
+    std::fs::create_dir_all(&work).map_err(|source| Error::Io {
+        what: format!("creating {}", work.display()),
+        source,
+    })?;
+    Ok(work)
+}
+
 /// Refuses a server whose port is answered by a process we did not start.
 async fn verify_pid(server: &mut Server) -> Result<()> {
     let f = server.info("server").await?;
@@ -374,11 +380,7 @@ pub async fn start_partita(
     standalone: bool,
     extra: &[&str],
 ) -> Result<Server> {
-    let work = dir.join(name);
-    std::fs::create_dir_all(&work).map_err(|source| Error::Io {
-        what: format!("creating {}", work.display()),
-        source,
-    })?;
+    let work = work_dir(dir, name)?;
     let log = work.join("server.log");
     let mut cmd = Command::new(&env.node);
     if standalone {

@@ -11,12 +11,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use super::{Ctx, Expected, Pending, gate, secs};
+use crate::Result;
 use crate::bench::load::{self, Ack, Keys, Spec, VALUE_BYTES};
 use crate::bench::report::MetricDef;
 use crate::bench::resp::encode;
 use crate::bench::stats::{Better, latency};
 use crate::bench::systems::{Cluster, System};
-use crate::{Error, Result};
 
 /// Bytes one benchmark SET takes in Redis's replication stream.
 pub fn set_bytes() -> u64 {
@@ -62,13 +62,7 @@ pub async fn run(
     } else {
         None
     };
-    if out.failed > 0 {
-        let e = Error::Check(format!(
-            "{} of {} SETs failed, first: {:?}",
-            out.failed,
-            out.ops + out.failed,
-            out.first_failure
-        ));
+    if let Err(e) = out.check_no_failures("the load") {
         ctx.fail("W1", &step, &e.to_string());
         return Err(e);
     }

@@ -68,12 +68,7 @@ pub async fn run(ctx: &mut Ctx<'_>, cluster: &mut Cluster, expected: &mut Expect
                     .await
                     .map_err(|e| Error::Check(format!("background load died: {e}")))??;
                 expected.keys.union(&out.keys);
-                if out.failed > 0 {
-                    return Err(Error::Check(format!(
-                        "background load: {} SETs failed, first {:?}",
-                        out.failed, out.first_failure
-                    )));
-                }
+                out.check_no_failures("background load")?;
             }
             let lat_ns = probed?;
             let l = latency(&lat_ns);
@@ -101,7 +96,7 @@ pub async fn run(ctx: &mut Ctx<'_>, cluster: &mut Cluster, expected: &mut Expect
                 l.p99_ms
             ));
         }
-        Ok(())
+        Ok::<(), Error>(())
     }
     .await;
     expected.extra += probe_id;

@@ -8,11 +8,11 @@
 //! fewer replicas than asked, or an error, is a failed write and fails the run.
 
 use super::{Ctx, Expected, Pending, gate, secs};
+use crate::Result;
 use crate::bench::load::{self, Ack, Keys, Spec};
 use crate::bench::report::MetricDef;
 use crate::bench::stats::{Better, latency};
 use crate::bench::systems::{Cluster, System};
-use crate::{Error, Result};
 
 /// W4's nine (mode, shape) loads, gated once at the end.
 pub async fn run(ctx: &mut Ctx<'_>, cluster: &mut Cluster, expected: &mut Expected) -> Result<()> {
@@ -53,13 +53,7 @@ pub async fn run(ctx: &mut Ctx<'_>, cluster: &mut Cluster, expected: &mut Expect
                 }
             };
             expected.keys.union(&out.keys);
-            if out.failed > 0 {
-                let e = Error::Check(format!(
-                    "{} of {} acknowledged writes failed, first: {:?}",
-                    out.failed,
-                    out.ops + out.failed,
-                    out.first_failure
-                ));
+            if let Err(e) = out.check_no_failures("acknowledged writes") {
                 ctx.fail("W4", &step, &e.to_string());
                 return Err(e);
             }

@@ -128,12 +128,7 @@ async fn attach(
         let out = task
             .await
             .map_err(|e| Error::Check(format!("writer died: {e}")))??;
-        if out.failed > 0 {
-            return Err(Error::Check(format!(
-                "the writer saw {} failed SETs, first {:?}",
-                out.failed, out.first_failure
-            )));
-        }
+        out.check_no_failures("the writer")?;
         written = out.ops;
         writer_rate = Some(out.ops_per_sec());
         ctx.log(&format!(

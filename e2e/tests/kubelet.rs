@@ -32,20 +32,18 @@ const NS: &str = "partita";
 const RESP: u16 = 6379;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The `partita-node` binary beside this test, built if missing.
+/// The `partita-node` binary the box finds, built first if it is missing.
 fn node_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = dir.join("partita-node");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo)
-            .args(["build", "-q", "-p", "partita-node", "--bin", "partita-node"])
-            .status()
-            .unwrap();
-        assert!(built.success(), "building partita-node failed");
+    if let Ok(bin) = partita_e2e::inbox::node_binary() {
+        return bin;
     }
-    bin
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "-q", "-p", "partita-node", "--bin", "partita-node"])
+        .status()
+        .unwrap();
+    assert!(built.success(), "building partita-node failed");
+    partita_e2e::inbox::node_binary().unwrap()
 }
 
 fn init_tracing() {

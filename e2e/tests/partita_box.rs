@@ -8,19 +8,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn binary(name: &str) -> std::path::PathBuf {
-    // target/<profile>/deps/<test> -> target/<profile>/<name>; the workspace test command
-    // builds every binary.
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: cargo build --workspace",
-        path.display()
-    );
-    path
-}
-
 /// Lines of stdout until one satisfies `wanted`, within `deadline`.
 fn until(
     lines: &mpsc::Receiver<String>,
@@ -70,7 +57,10 @@ fn the_box_shows_the_cluster_serves_redis_cli_takes_commands_and_stops_cleanly()
             "--replication-factor",
             "2",
         ])
-        .env("PARTITA_NODE_BINARY", binary("partita-node"))
+        .env(
+            "PARTITA_NODE_BINARY",
+            partita_e2e::inbox::node_binary().unwrap(),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -528,7 +528,12 @@ async fn a_frozen_node_stops_answering_until_thawed() {
     })
     .await;
     fx.kubelet().thaw(NS, "f-0").await.unwrap();
-    assert!(ping(at).await, "a thawed node answers");
+    // A thawed process first works off what piled up while it was stopped: wait for its
+    // answer with the test's deadline rather than one 1 s try.
+    eventually("the thawed node answering", || async {
+        ping(at).await.then_some(())
+    })
+    .await;
     let pod = fx.ready_pod("f-0").await;
     assert_eq!(restarts(&pod), 0, "freezing is not a restart");
     fx.stop().await;

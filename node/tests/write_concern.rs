@@ -112,6 +112,83 @@ fn a_write_concern_that_cannot_be_met_times_out_saying_how_many_copies_have_it()
 }
 
 #[test]
+fn pipelined_writes_under_a_write_concern_share_one_wait_and_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Member::start(dir.path(), "n1", FLAGS);
+    let n2 = Member::start(dir.path(), "n2", FLAGS);
+    let n3 = Member::start(dir.path(), "n3", FLAGS);
+    form(&n1, &[&n2, &n3], 1);
+    let mut c = n1.client();
+    assert_eq!(
+        c.cmd(&["WRITECONCERN", "QUORUM", "TIMEOUT", "1000"]),
+        Reply::Simple("OK".into())
+    );
+
+    // Replicas streaming: a pipeline of 16 writes over both partitions is met, every reply OK.
+    let keys: Vec<String> = (0..16).map(|i| format!("k{i}")).collect();
+    let sets: Vec<[&str; 3]> = keys.iter().map(|k| ["SET", k.as_str(), "v"]).collect();
+    let commands: Vec<&[&str]> = sets.iter().map(|c| &c[..]).collect();
+    let replies = c.pipeline(&commands);
+    assert!(
+        replies.iter().all(|r| *r == Reply::Simple("OK".into())),
+        "{replies:?}"
+    );
+    // QUORUM is 2 of 3 copies: every write is on at least one replica already.
+    let waited = c.cmd(&["WAIT", "1", "1"]);
+    assert!(matches!(waited, Reply::Int(n) if n >= 1), "{waited:?}");
+
+    // Frozen replicas: each write's reply becomes its own TIMEOUT, in place; the replies of the
+    // commands between them (a read, a change of concern, a write under ONE) are kept.
+    n2.pause();
+    n3.pause();
+    let started = std::time::Instant::now();
+    let replies = c.pipeline(&[
+        &["SET", "x1", "1"],
+        &["GET", "x1"],
+        &["SET", "x2", "2"],
+        &["WRITECONCERN", "ONE"],
+        &["SET", "x3", "3"],
+        &["WRITECONCERN", "QUORUM", "TIMEOUT", "1000"],
+        &["SET", "x4", "4"],
+        &["MSET", "x5", "5", "x6", "6"],
+        &["SET", "x7", "7"],
+    ]);
+    let took = started.elapsed();
+    for i in [0, 2, 6, 7, 8] {
+        let e = error_text(&replies[i]);
+        assert!(
+            e.starts_with("TIMEOUT") && e.contains("1 of 2 copies") && e.contains("1000 ms"),
+            "reply {i}: {e}"
+        );
+    }
+    assert_eq!(replies[1], Reply::Bulk(Some(b"1".to_vec())));
+    for i in [3, 4, 5] {
+        assert_eq!(replies[i], Reply::Simple("OK".into()), "reply {i}");
+    }
+    // Each write waited from when it ran, all at once: five waits of 1 s one after the other
+    // would take 5 s.
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // Not rolled back: the primary holds every write.
+    for k in ["x1", "x2", "x3", "x4", "x5", "x6", "x7"] {
+        assert_eq!(c.cmd(&["EXISTS", k]), Reply::Int(1), "{k}");
+    }
+
+    // Thawed, the replicas catch up and the same pipeline is met.
+    n2.resume();
+    n3.resume();
+    assert_eq!(c.cmd(&["WAIT", "2", "20000"]), Reply::Int(2));
+    let replies = c.pipeline(&commands);
+    assert!(
+        replies.iter().all(|r| *r == Reply::Simple("OK".into())),
+        "{replies:?}"
+    );
+    wait_caught_up(&n1, &[&n2, &n3], Duration::from_secs(30));
+}
+
+#[test]
 fn min_in_sync_replicas_refuses_writes_until_enough_replicas_stream() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = Member::start(dir.path(), "n1", FLAGS);

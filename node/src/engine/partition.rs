@@ -738,6 +738,20 @@ impl Partition {
         concern: WriteConcern,
         timeout: Duration,
     ) -> Result<(u32, u32), Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.wait_acked_until(at, concern, timeout, deadline).await
+    }
+
+    /// As [`Partition::wait_acked`], giving up at `deadline`: a connection that waits for
+    /// several writes of one pipelined batch gives each the deadline its own timeout set when
+    /// it was made, not a fresh timeout from when its turn came. `timeout` is only reported.
+    pub async fn wait_acked_until(
+        &self,
+        at: Position,
+        concern: WriteConcern,
+        timeout: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<(u32, u32), Error> {
         let offset = at.offset;
         let now = crate::engine::now_ms();
         let required = self.tracker.lock().required(concern, now);
@@ -753,7 +767,7 @@ impl Partition {
         if held && acked >= required {
             return Ok((acked, required));
         }
-        let waited = tokio::time::timeout(timeout, async {
+        let waited = tokio::time::timeout_at(deadline, async {
             while held && acked < required {
                 if rx.changed().await.is_err() {
                     return;

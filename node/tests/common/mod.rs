@@ -226,6 +226,23 @@ impl Client {
         self.writer.write_all(&buf)
     }
 
+    /// Sends `commands` in one write, so the node reads them as one pipelined batch, and reads
+    /// their replies.
+    pub fn pipeline(&mut self, commands: &[&[&str]]) -> Vec<Reply> {
+        let mut buf = BytesMut::new();
+        for c in commands {
+            encode_command(c, &mut buf);
+        }
+        self.writer.write_all(&buf).expect("send the pipeline");
+        commands
+            .iter()
+            .map(|c| {
+                self.read()
+                    .unwrap_or_else(|e| panic!("reply to {c:?}: {e}"))
+            })
+            .collect()
+    }
+
     /// Reads one reply.
     pub fn read(&mut self) -> std::io::Result<Reply> {
         let mut line = String::new();

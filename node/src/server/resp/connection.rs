@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-/// Replies buffered past this many bytes are sent before more commands of the batch run.
+/// Replies buffered past this many bytes (or [`cmd::MAX_HELD_REPLIES`] replies waiting for
+/// their write concern) are sent before more commands of the batch run.
 const MAX_OUTPUT_BATCH: usize = 16 << 20;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -89,7 +90,7 @@ async fn run_batch(
                 if cmd::dispatch(args, ctx).await == Flow::Close {
                     return Stop::Close;
                 }
-                if ctx.out.len() >= MAX_OUTPUT_BATCH {
+                if ctx.out.len() >= MAX_OUTPUT_BATCH || ctx.holds_enough() {
                     return Stop::OutputFull;
                 }
             }
@@ -155,8 +156,9 @@ async fn run(
             shutdown.clone(),
         );
         stop = run_batch(&mut parser, &mut input, &mut ctx, limits.max_request_bytes).await;
-        // Acknowledge only what is durable under the fsync policy.
-        if let Err(e) = ctx.commit().await {
+        // Acknowledge only what is durable under the fsync policy, and what met the write
+        // concern it asked for.
+        if let Err(e) = ctx.finish().await {
             out.clear();
             write_error(&mut out, format!("ERR write not persisted: {e}"));
             stop = Stop::Close;

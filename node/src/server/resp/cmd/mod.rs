@@ -3,8 +3,14 @@
 //! and scripts that match on it keep working.
 //!
 //! A command that writes records the partition and offset it wrote in [`Ctx`]; the connection
-//! then calls [`Ctx::commit`] once per batch, which hands the batch's entries to the log and,
+//! then calls [`Ctx::finish`] once per batch, which hands the batch's entries to the log and,
 //! under `fsync=always`, waits for one shared fsync before any reply is sent.
+//!
+//! Under a write concern above ONE (WRITECONCERN), a write's reply is written at once but held
+//! back: the batch's commands all run first, and [`Ctx::finish`] then waits for every held
+//! reply's concern, in order, replacing a reply whose concern failed with the error. So the
+//! 16 pipelined writes of a connection share one wait for the replicas, as 16 SETs and one WAIT
+//! do on Redis, instead of each waiting for a round trip before the next one runs.
 
 mod client;
 mod cluster;
@@ -71,6 +77,25 @@ pub struct Cursor {
 
 /// Most SCAN cursors a connection keeps; the oldest is forgotten past it.
 pub const MAX_CURSORS: usize = 64;
+
+/// Most replies a batch holds back for their write concern; the batch stops there, waits for
+/// them and sends its replies before it runs more commands.
+pub const MAX_HELD_REPLIES: usize = 4096;
+
+/// A reply held back until its command's writes meet the write concern in force when it ran.
+struct HeldReply {
+    /// Where the reply is in the batch's output: `out[start..end]`.
+    start: usize,
+    end: usize,
+    /// The command's writes: the last position per partition.
+    writes: Vec<(Arc<Partition>, Position)>,
+    concern: WriteConcern,
+    timeout: std::time::Duration,
+    /// When the command ran plus its timeout.
+    deadline: tokio::time::Instant,
+    /// The command's position in [`COMMANDS`], to count a failed concern as its error.
+    index: usize,
+}
 
 /// What a connection remembers between commands.
 #[derive(Debug)]
@@ -169,6 +194,10 @@ pub struct Ctx<'a> {
     pub shutdown: watch::Receiver<bool>,
     /// (partition, position of the last write) for every partition this batch wrote.
     written: Vec<(Arc<Partition>, Position)>,
+    /// The same, for the command being run only.
+    command_writes: Vec<(Arc<Partition>, Position)>,
+    /// Replies waiting for their write concern, in output order.
+    held: Vec<HeldReply>,
     /// Calls and errors per command (by position in [`COMMANDS`]), added to the shared
     /// counters once per batch rather than once per command.
     counts: [(u32, u32); COMMANDS.len()],
@@ -192,6 +221,8 @@ impl<'a> Ctx<'a> {
             out,
             shutdown,
             written: Vec::new(),
+            command_writes: Vec::new(),
+            held: Vec::new(),
             counts: [(0, 0); COMMANDS.len()],
         }
     }
@@ -287,14 +318,8 @@ impl<'a> Ctx<'a> {
     ) -> Result<R, Error> {
         let (result, at) = partition.write(now, decide)?;
         if let Some(at) = at {
-            match self
-                .written
-                .iter_mut()
-                .find(|(p, _)| p.id() == partition.id())
-            {
-                Some((_, o)) => *o = (*o).max(at),
-                None => self.written.push((Arc::clone(partition), at)),
-            }
+            record(&mut self.written, partition, at);
+            record(&mut self.command_writes, partition, at);
         }
         Ok(result)
     }
@@ -321,24 +346,45 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// For a connection with a write concern above ONE: commits the command's writes and waits
-    /// for the concern. On a timeout the command's reply (from `mark` on) is replaced by the
-    /// error, which says how many copies acknowledged. Fails only when the commit itself
-    /// failed (the caller closes the connection, as for any failed commit).
-    async fn commit_with_concern(&mut self, mark: usize) -> Result<(), Error> {
-        let written: Vec<(Arc<Partition>, Position)> = self.written.clone();
+    /// Ends the batch: commits its writes ([`Ctx::commit`]), then waits for the write concern
+    /// of every held reply. A reply whose concern failed (timeout, or its primary deposed) is
+    /// replaced by the error, which says how many copies acknowledged. Fails only when the
+    /// commit itself failed (the caller then closes the connection).
+    pub async fn finish(&mut self) -> Result<(), Error> {
         self.commit().await?;
-        for (p, at) in written {
-            if let Err(e) = p
-                .wait_acked(at, self.conn.concern, self.conn.concern_timeout)
-                .await
-            {
-                self.out.truncate(mark);
-                self.engine_error(&e);
-                return Ok(());
+        let held = std::mem::take(&mut self.held);
+        let mut failed: Vec<(usize, usize, String)> = Vec::new();
+        for h in &held {
+            for (p, at) in &h.writes {
+                if let Err(e) = p
+                    .wait_acked_until(*at, h.concern, h.timeout, h.deadline)
+                    .await
+                {
+                    failed.push((h.start, h.end, engine_error_message(&e)));
+                    if let Some((_, errors)) = counters().get(h.index) {
+                        errors.inc();
+                    }
+                    break;
+                }
             }
         }
+        if !failed.is_empty() {
+            let mut out = BytesMut::with_capacity(self.out.len());
+            let mut from = 0;
+            for (start, end, message) in failed {
+                out.extend_from_slice(&self.out[from..start]);
+                write_error(&mut out, message);
+                from = end;
+            }
+            out.extend_from_slice(&self.out[from..]);
+            *self.out = out;
+        }
         Ok(())
+    }
+
+    /// Whether the batch holds as many replies as it may ([`MAX_HELD_REPLIES`]).
+    pub fn holds_enough(&self) -> bool {
+        self.held.len() >= MAX_HELD_REPLIES
     }
 
     /// Adds the batch's command counts to the shared metrics.
@@ -392,35 +438,47 @@ impl<'a> Ctx<'a> {
     /// READONLY on a replica (naming the primary), NOREPLICAS when too few replicas are in
     /// sync, FENCED during a switchover, TIMEOUT when a write concern was not met.
     pub fn engine_error(&mut self, e: &Error) {
-        let message = match e {
-            Error::NotPrimary {
-                partition,
-                epoch,
-                primary: Some(p),
-            } => format!(
-                "READONLY You can't write against a read only replica. Partition {partition} \
+        write_error(self.out, engine_error_message(e));
+    }
+}
+
+/// Records a write at `at` on `partition`: the last position per partition.
+fn record(writes: &mut Vec<(Arc<Partition>, Position)>, partition: &Arc<Partition>, at: Position) {
+    match writes.iter_mut().find(|(p, _)| p.id() == partition.id()) {
+        Some((_, o)) => *o = (*o).max(at),
+        None => writes.push((Arc::clone(partition), at)),
+    }
+}
+
+/// The error reply for a failed engine call (see [`Ctx::engine_error`]).
+fn engine_error_message(e: &Error) -> String {
+    match e {
+        Error::NotPrimary {
+            partition,
+            epoch,
+            primary: Some(p),
+        } => format!(
+            "READONLY You can't write against a read only replica. Partition {partition} \
                  (epoch {epoch}) is led by {} (gRPC {}{})",
-                if p.node_id.is_empty() {
-                    "its primary"
-                } else {
-                    &p.node_id
-                },
-                p.grpc_addr,
-                if p.resp_addr.is_empty() {
-                    String::new()
-                } else {
-                    format!(", RESP {}", p.resp_addr)
-                }
-            ),
-            Error::NotPrimary { .. } => format!("READONLY {e}"),
-            Error::Fenced { .. } => format!("FENCED {e}"),
-            Error::NotEnoughInSync { .. } => {
-                format!("NOREPLICAS Not enough good replicas to write: {e}")
+            if p.node_id.is_empty() {
+                "its primary"
+            } else {
+                &p.node_id
+            },
+            p.grpc_addr,
+            if p.resp_addr.is_empty() {
+                String::new()
+            } else {
+                format!(", RESP {}", p.resp_addr)
             }
-            Error::WriteConcernTimeout { .. } | Error::Deposed { .. } => format!("TIMEOUT {e}"),
-            _ => format!("ERR {e}"),
-        };
-        write_error(self.out, message);
+        ),
+        Error::NotPrimary { .. } => format!("READONLY {e}"),
+        Error::Fenced { .. } => format!("FENCED {e}"),
+        Error::NotEnoughInSync { .. } => {
+            format!("NOREPLICAS Not enough good replicas to write: {e}")
+        }
+        Error::WriteConcernTimeout { .. } | Error::Deposed { .. } => format!("TIMEOUT {e}"),
+        _ => format!("ERR {e}"),
     }
 }
 
@@ -566,6 +624,7 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
         return Flow::Continue;
     }
     let before = ctx.out.len();
+    ctx.command_writes.clear();
     let flow = match spec.name {
         "client" => client::run(&args, ctx),
         "cluster" => cluster::run(&args, ctx),
@@ -599,14 +658,17 @@ pub async fn dispatch(args: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Flow {
             Flow::Continue
         }
     };
-    if ctx.conn.concern != WriteConcern::One
-        && !ctx.written.is_empty()
-        && let Err(e) = ctx.commit_with_concern(before).await
-    {
-        // As a failed batch commit: earlier replies acknowledged writes that did not persist.
-        ctx.out.clear();
-        write_error(ctx.out, format!("ERR write not persisted: {e}"));
-        return Flow::Close;
+    if ctx.conn.concern != WriteConcern::One && !ctx.command_writes.is_empty() {
+        // Held back until the batch ends (see [`Ctx::finish`]); the deadline starts now.
+        ctx.held.push(HeldReply {
+            start: before,
+            end: ctx.out.len(),
+            writes: std::mem::take(&mut ctx.command_writes),
+            concern: ctx.conn.concern,
+            timeout: ctx.conn.concern_timeout,
+            deadline: tokio::time::Instant::now() + ctx.conn.concern_timeout,
+            index,
+        });
     }
     if ctx.out.get(before) == Some(&b'-') {
         ctx.counts[index].1 += 1;

@@ -43,6 +43,30 @@ impl Inner {
         HEADER_LEN + u32::from_le_bytes(len) as usize
     }
 
+    /// Decodes the record at ring position `at`, and the bytes it takes. The ring is read where
+    /// it lies: a record that wraps around its end is copied into `wrapped` first, never the
+    /// whole ring (`VecDeque::make_contiguous` would move up to the whole backlog on every
+    /// read once the ring has wrapped, which it always has once the window is full).
+    fn decode_at(&self, at: usize, wrapped: &mut Vec<u8>) -> Option<(LogEntry, usize)> {
+        let n = self.record_len(at);
+        let end = at.checked_add(n).filter(|&end| end <= self.ring.len())?;
+        let (a, b) = self.ring.as_slices();
+        let bytes = if end <= a.len() {
+            &a[at..end]
+        } else if at >= a.len() {
+            &b[at - a.len()..end - a.len()]
+        } else {
+            wrapped.clear();
+            wrapped.extend_from_slice(&a[at..]);
+            wrapped.extend_from_slice(&b[..end - a.len()]);
+            wrapped.as_slice()
+        };
+        match record::decode(bytes) {
+            Decoded::Record(e, used) if used == n => Some((e, n)),
+            _ => None,
+        }
+    }
+
     /// Ring position of the record at `offset` (which must be held).
     fn position_of(&self, offset: u64) -> usize {
         let (mut at_offset, mut pos) = match self.index.partition_point(|&(o, _)| o <= offset) {
@@ -154,7 +178,7 @@ impl LogStore for MemoryStore {
     }
 
     fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<LogEntry>, Error> {
-        let mut inner = self.inner.lock();
+        let inner = self.inner.lock();
         if from < inner.first {
             return Err(Error::Trimmed {
                 partition: self.partition,
@@ -166,22 +190,20 @@ impl LogStore for MemoryStore {
             return Ok(Vec::new());
         }
         let start = inner.position_of(from);
-        let bytes = inner.ring.make_contiguous();
         let mut out = Vec::new();
+        let mut wrapped = Vec::new();
         let (mut at, mut taken) = (start, 0usize);
-        while at < bytes.len() {
-            match record::decode(&bytes[at..]) {
-                Decoded::Record(e, used) => {
-                    // Rule 7: within the budget, but always the first entry.
-                    if !out.is_empty() && taken.saturating_add(used) > max_bytes {
-                        break;
-                    }
-                    at += used;
-                    taken += used;
-                    out.push(e);
-                }
-                _ => return Err(self.corrupt(from + out.len() as u64)),
+        while at < inner.ring.len() {
+            // Rule 7: within the budget, but always the first entry.
+            if !out.is_empty() && taken.saturating_add(inner.record_len(at)) > max_bytes {
+                break;
             }
+            let Some((e, used)) = inner.decode_at(at, &mut wrapped) else {
+                return Err(self.corrupt(from + out.len() as u64));
+            };
+            at += used;
+            taken += used;
+            out.push(e);
         }
         Ok(out)
     }
@@ -195,10 +217,9 @@ impl LogStore for MemoryStore {
         }
         let new_last = if offset >= inner.first {
             let at = inner.position_of(offset);
-            let bytes = inner.ring.make_contiguous();
-            match record::decode(&bytes[at..]) {
-                Decoded::Record(e, _) => Position::new(e.epoch, e.offset),
-                _ => return Err(self.corrupt(offset)),
+            match inner.decode_at(at, &mut Vec::new()) {
+                Some((e, _)) => Position::new(e.epoch, e.offset),
+                None => return Err(self.corrupt(offset)),
             }
         } else if offset == inner.snapshot_last.offset {
             inner.snapshot_last
@@ -356,5 +377,42 @@ mod tests {
         let read = store.read(store.first_offset(), usize::MAX).expect("read");
         assert_eq!(read.first().map(|e| e.offset), Some(store.first_offset()));
         assert_eq!(read.last().map(|e| e.offset), Some(5_000));
+    }
+
+    #[test]
+    fn a_full_window_reads_right_wherever_the_ring_wraps_and_is_never_moved_to_read() {
+        let all = suite::entries(1, 1, 3_000);
+        let store = MemoryStore::new(0, 4_000);
+        let mut wrapped_reads = 0;
+        for e in &all {
+            store.append(vec![e.clone()]).expect("append");
+            let (first, last) = (store.first_offset(), e.offset);
+            let wrapped = !store.inner.lock().ring.as_slices().1.is_empty();
+            // Every entry held reads back as written, in one read and from every offset.
+            let read = store.read(first, usize::MAX).expect("read");
+            let want: Vec<LogEntry> = all[(first - 1) as usize..last as usize].to_vec();
+            assert_eq!(read, want, "from {first} to {last}");
+            let tail = store.read(last, usize::MAX).expect("read the newest");
+            assert_eq!(tail, vec![e.clone()]);
+            // A read leaves the ring where it is: reading moves no bytes.
+            if wrapped {
+                wrapped_reads += 1;
+                assert!(
+                    !store.inner.lock().ring.as_slices().1.is_empty(),
+                    "the ring was made contiguous"
+                );
+            }
+        }
+        assert!(
+            wrapped_reads > 100,
+            "the ring wrapped {wrapped_reads} times"
+        );
+        // Truncating to an entry held where the ring wraps keeps exactly what precedes it.
+        let (first, last) = (store.first_offset(), store.last().offset);
+        let cut = (first + last) / 2;
+        store.truncate_after(cut).expect("truncate");
+        assert_eq!(store.last().offset, cut);
+        let read = store.read(first, usize::MAX).expect("read");
+        assert_eq!(read, all[(first - 1) as usize..cut as usize].to_vec());
     }
 }

@@ -319,7 +319,10 @@ impl<'a> Ctx<'a> {
         let (result, at) = partition.write(now, decide)?;
         if let Some(at) = at {
             record(&mut self.written, partition, at);
-            record(&mut self.command_writes, partition, at);
+            // Only a write concern above ONE waits for the command's own writes.
+            if self.conn.concern != WriteConcern::One {
+                record(&mut self.command_writes, partition, at);
+            }
         }
         Ok(result)
     }
@@ -559,12 +562,14 @@ pub const COMMANDS: &[Spec] = &[
     spec("writeconcern", -1, A, (0, 0, 0)),
 ];
 
-/// Looks up a command by name, ignoring case; its position in [`COMMANDS`] too.
+/// Looks up a command by name, ignoring case; its position in [`COMMANDS`] too. A binary
+/// search: [`COMMANDS`] is sorted by name (a test checks it), and every command pays for this.
 pub fn lookup(name: &[u8]) -> Option<(usize, &'static Spec)> {
+    let lower = name.iter().map(u8::to_ascii_lowercase);
     COMMANDS
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name.as_bytes().eq_ignore_ascii_case(name))
+        .binary_search_by(|s| s.name.bytes().cmp(lower.clone()))
+        .ok()
+        .and_then(|i| COMMANDS.get(i).map(|s| (i, s)))
 }
 
 /// (calls, errors) counters of every command, resolved once so the hot path neither allocates
@@ -772,4 +777,39 @@ pub fn int_arg(ctx: &mut Ctx<'_>, arg: &[u8]) -> Option<i64> {
 pub fn syntax_error(ctx: &mut Ctx<'_>) -> Flow {
     write_error(ctx.out, "ERR syntax error");
     Flow::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_sorted_and_every_one_is_found_in_any_case() {
+        assert!(
+            COMMANDS.windows(2).all(|w| w[0].name < w[1].name),
+            "COMMANDS must stay sorted by name for lookup's binary search"
+        );
+        for (i, spec) in COMMANDS.iter().enumerate() {
+            for name in [
+                spec.name.to_string(),
+                spec.name.to_ascii_uppercase(),
+                spec.name
+                    .char_indices()
+                    .map(|(j, c)| {
+                        if j % 2 == 0 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect(),
+            ] {
+                let found = lookup(name.as_bytes()).map(|(at, s)| (at, s.name));
+                assert_eq!(found, Some((i, spec.name)), "{name}");
+            }
+        }
+        for unknown in ["", "s", "sets", "zzz", "aaa", "ge", "gett", "se\u{0}t"] {
+            assert!(lookup(unknown.as_bytes()).is_none(), "{unknown}");
+        }
+    }
 }

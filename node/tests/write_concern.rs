@@ -45,6 +45,17 @@ fn put(key: &str, concern: WriteConcern, timeout_ms: u32) -> PutRequest {
     }
 }
 
+/// Three nodes in a temporary directory, n1 primary of every partition at epoch 1 with n2 and
+/// n3 following it. The directory must outlive the nodes.
+fn formed_three() -> (tempfile::TempDir, Member, Member, Member) {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Member::start(dir.path(), "n1", FLAGS);
+    let n2 = Member::start(dir.path(), "n2", FLAGS);
+    let n3 = Member::start(dir.path(), "n3", FLAGS);
+    form(&n1, &[&n2, &n3], 1);
+    (dir, n1, n2, n3)
+}
+
 fn error_text(r: &Reply) -> String {
     match r {
         Reply::Error(e) => e.clone(),
@@ -54,11 +65,7 @@ fn error_text(r: &Reply) -> String {
 
 #[test]
 fn a_write_concern_that_cannot_be_met_times_out_saying_how_many_copies_have_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let n1 = Member::start(dir.path(), "n1", FLAGS);
-    let n2 = Member::start(dir.path(), "n2", FLAGS);
-    let n3 = Member::start(dir.path(), "n3", FLAGS);
-    form(&n1, &[&n2, &n3], 1);
+    let (_dir, n1, n2, n3) = formed_three();
     let rt = rt();
     let mut kv1 = kv(&rt, &n1);
 
@@ -113,11 +120,7 @@ fn a_write_concern_that_cannot_be_met_times_out_saying_how_many_copies_have_it()
 
 #[test]
 fn pipelined_writes_under_a_write_concern_share_one_wait_and_each_get_their_own_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let n1 = Member::start(dir.path(), "n1", FLAGS);
-    let n2 = Member::start(dir.path(), "n2", FLAGS);
-    let n3 = Member::start(dir.path(), "n3", FLAGS);
-    form(&n1, &[&n2, &n3], 1);
+    let (_dir, n1, n2, n3) = formed_three();
     let mut c = n1.client();
     assert_eq!(
         c.cmd(&["WRITECONCERN", "QUORUM", "TIMEOUT", "1000"]),
@@ -399,11 +402,7 @@ fn an_identical_role_retry_leaves_a_healthy_link_alone() {
 
 #[test]
 fn a_switchover_under_writes_loses_nothing_even_at_write_concern_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let n1 = Member::start(dir.path(), "n1", FLAGS);
-    let n2 = Member::start(dir.path(), "n2", FLAGS);
-    let n3 = Member::start(dir.path(), "n3", FLAGS);
-    form(&n1, &[&n2, &n3], 1);
+    let (_dir, n1, n2, n3) = formed_three();
     // One writer keeps writing unique keys at ONE until the primary refuses.
     let writer = {
         let addr = n1.node().resp;
@@ -479,11 +478,7 @@ fn a_deposed_primary_never_acknowledges_a_write_it_took_at_its_old_epoch() {
     // at epoch 3, where both replicas acknowledge offsets past the write's. Those
     // acknowledgements are of epoch 3's entries, not of the write: it must fail, never be
     // acknowledged (it is gone).
-    let dir = tempfile::tempdir().unwrap();
-    let n1 = Member::start(dir.path(), "n1", FLAGS);
-    let n2 = Member::start(dir.path(), "n2", FLAGS);
-    let n3 = Member::start(dir.path(), "n3", FLAGS);
-    form(&n1, &[&n2, &n3], 1);
+    let (_dir, n1, n2, n3) = formed_three();
     let rt = rt();
     let mut kv1 = kv(&rt, &n1);
     for i in 0..10 {

@@ -71,13 +71,7 @@ pub async fn run(cluster: &mut impl Cluster) -> Result<Outcome> {
         .await?;
 
     // The victim comes back and must follow: never a second writer.
-    let status = set.until_ready(SETTLE).await?;
-    set.check_single_primaries().await?;
-    // Rebalancing may have given the victim primaries back, at newer epochs: the write goes
-    // to a partition it does not lead now.
-    let other = not_led_by(&status, &victim)?;
-    let key = key_of(client.partitions(), other)?;
-    let refused = refused_on(&set, &victim, other, &key, epoch_of(&status, other)).await?;
+    let (status, refused) = refused_elsewhere(&set, client.partitions(), &victim).await?;
     let settled = settle(&set, &client, writer).await?;
     let epoch_before = epoch_of(&before, led[0]);
     let epoch_after = epoch_of(&after, led[0]);
@@ -102,8 +96,24 @@ pub fn epoch_of(s: &partita_api::ReplicatedPartitionSetStatus, id: u32) -> i64 {
         .map_or(0, |p| p.epoch)
 }
 
+/// Once the set is Ready again with one primary per partition: sends `victim` a write for a
+/// partition it does not lead now (rebalancing may have given it primaries back, at newer
+/// epochs), which it must refuse ([`refused_on`]). Returns that status and the outcome.
+pub async fn refused_elsewhere(
+    set: &Set,
+    partitions: u32,
+    victim: &str,
+) -> Result<(partita_api::ReplicatedPartitionSetStatus, &'static str)> {
+    let status = set.until_ready(SETTLE).await?;
+    set.check_single_primaries().await?;
+    let other = not_led_by(&status, victim)?;
+    let key = key_of(partitions, other)?;
+    let refused = refused_on(set, victim, other, &key, epoch_of(&status, other)).await?;
+    Ok((status, refused))
+}
+
 /// A partition `pod` does not lead in `s`.
-pub fn not_led_by(s: &partita_api::ReplicatedPartitionSetStatus, pod: &str) -> Result<u32> {
+fn not_led_by(s: &partita_api::ReplicatedPartitionSetStatus, pod: &str) -> Result<u32> {
     s.partitions
         .iter()
         .find(|p| p.primary.as_deref() != Some(pod))

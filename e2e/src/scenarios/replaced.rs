@@ -4,7 +4,7 @@
 //! follows the new primary, and is never a second writer: a write sent to it is refused.
 
 use super::Outcome;
-use super::failover::{epoch_of, key_of, not_led_by, refused_on};
+use super::failover::{epoch_of, key_of, refused_elsewhere, refused_on};
 use super::set::{SETTLE, Set, led_by, primary_of};
 use super::writer::{Writer, settle};
 use crate::Result;
@@ -87,13 +87,8 @@ pub async fn run(cluster: &mut impl Cluster, fault: Fault) -> Result<Outcome> {
     )
     .await?;
 
-    let status = set.until_ready(SETTLE).await?;
-    set.check_single_primaries().await?;
-    // Later, it refuses writes for a partition it does not lead (rebalancing may have given
-    // it primaries back, at newer epochs).
-    let other = not_led_by(&status, &victim)?;
-    let key = key_of(client.partitions(), other)?;
-    let refused = refused_on(&set, &victim, other, &key, epoch_of(&status, other)).await?;
+    // Later, it refuses writes for a partition it does not lead.
+    let (_, refused) = refused_elsewhere(&set, client.partitions(), &victim).await?;
     let settled = settle(&set, &client, writer).await?;
     Ok(settled.report(
         Outcome::new(name)
